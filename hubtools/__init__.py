@@ -1,0 +1,3 @@
+"""hubtools: research systems for foundation models, packaged as Hugging Face Hub artifacts."""
+
+__version__ = "0.1.0"
