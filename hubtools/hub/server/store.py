@@ -1,0 +1,679 @@
+"""Durable storage of the local Hub: SQLite for metadata, content-addressed blob files.
+
+Why this shape (spec section 2.10): blobs are immutable files named by their sha256
+and written (temp file, fsync, rename) *before* the database transaction that
+references them; a ref moves only inside that transaction. A crash at any point
+therefore leaves the previous head intact, at worst with orphan blobs for ``fsck``.
+Every method here is blocking and is called from the server's thread pool; each
+thread gets its own SQLite connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import os
+import secrets
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hubtools.hub.server.errors import HubError, bad_request, entry_not_found, revision_not_found
+from hubtools.hub.server.naming import is_commit_id
+
+FORMAT_LINE = "hubtools-hub 1"
+SCHEMA_VERSION = "1"
+CHUNK = 1 << 20
+
+# The patterns a new repo's .gitattributes marks as LFS (spec 2.4).
+DEFAULT_LFS_PATTERNS = (
+    "*.bin *.safetensors *.pt *.pth *.ckpt *.h5 *.onnx *.gguf *.parquet *.arrow *.npy *.npz *.zip *.tar.* *.gz"
+).split()
+DEFAULT_GITATTRIBUTES = "".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in DEFAULT_LFS_PATTERNS).encode()
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users(name TEXT PRIMARY KEY, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS orgs(name TEXT PRIMARY KEY, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS memberships(org TEXT NOT NULL, user TEXT NOT NULL, PRIMARY KEY(org, user));
+CREATE TABLE IF NOT EXISTS tokens(
+    hash TEXT PRIMARY KEY, user TEXT NOT NULL, role TEXT NOT NULL CHECK (role IN ('read', 'write')),
+    name TEXT, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS repos(
+    pk INTEGER PRIMARY KEY, type TEXT NOT NULL, ns TEXT NOT NULL COLLATE NOCASE,
+    name TEXT NOT NULL COLLATE NOCASE, private INTEGER NOT NULL, sdk TEXT, created_at TEXT NOT NULL,
+    UNIQUE(type, ns, name));
+CREATE TABLE IF NOT EXISTS commits(
+    repo_pk INTEGER NOT NULL REFERENCES repos(pk) ON DELETE CASCADE, sha TEXT NOT NULL,
+    parent_sha TEXT, seq INTEGER NOT NULL, title TEXT NOT NULL, message TEXT NOT NULL,
+    author TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY(repo_pk, sha));
+CREATE TABLE IF NOT EXISTS entries(
+    repo_pk INTEGER NOT NULL REFERENCES repos(pk) ON DELETE CASCADE, commit_sha TEXT NOT NULL,
+    path TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL, is_lfs INTEGER NOT NULL,
+    git_oid TEXT NOT NULL, PRIMARY KEY(repo_pk, commit_sha, path));
+CREATE TABLE IF NOT EXISTS refs(
+    repo_pk INTEGER NOT NULL REFERENCES repos(pk) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('branch', 'tag', 'pr')), name TEXT NOT NULL,
+    target_sha TEXT NOT NULL, PRIMARY KEY(repo_pk, kind, name));
+CREATE TABLE IF NOT EXISTS repo_lfs(
+    repo_pk INTEGER NOT NULL REFERENCES repos(pk) ON DELETE CASCADE, sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL, PRIMARY KEY(repo_pk, sha256));
+"""
+
+
+def utc_iso(ts: float | None = None) -> str:
+    """The one date format huggingface_hub's ``parse_datetime`` accepts."""
+    dt = datetime.fromtimestamp(time.time() if ts is None else ts, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def lfs_pointer(sha256: str, size: int) -> bytes:
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def object_id(kind: str, name: str) -> str:
+    """A stable 24-hex id, the shape the Hub uses for users and repos."""
+    return hashlib.sha1(f"{kind}:{name}".encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file of one commit. ``git_oid`` is the git-blob sha1 of the content, or of the LFS pointer."""
+
+    path: str
+    sha256: str
+    size: int
+    is_lfs: bool
+    git_oid: str
+
+    @property
+    def pointer_size(self) -> int:
+        return len(lfs_pointer(self.sha256, self.size))
+
+
+@dataclass(frozen=True)
+class Repo:
+    pk: int
+    type: str
+    ns: str
+    name: str
+    private: bool
+    sdk: str | None
+    created_at: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.ns}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: str
+    role: str
+    orgs: tuple[str, ...] = ()
+
+    def owns(self, ns: str) -> bool:
+        return ns == self.user or ns in self.orgs
+
+
+@dataclass
+class CommitOp:
+    """One operation of a commit payload, already validated. ``kind``: file | lfs | delete_file | delete_folder."""
+
+    kind: str
+    path: str
+    sha256: str | None = None
+    size: int | None = None
+    git_oid: str | None = None
+
+
+@dataclass
+class FsckReport:
+    blobs: int = 0
+    missing: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.corrupt
+
+
+class DataDirInUse(RuntimeError):
+    pass
+
+
+class Store:
+    """The data directory. ``serving=True`` takes the exclusive lock and empties ``tmp/``."""
+
+    def __init__(self, data_dir: str | Path, serving: bool = False):
+        self.root = Path(data_dir).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        fmt = self.root / "FORMAT"
+        if fmt.exists():
+            found = fmt.read_text().strip()
+            if found != FORMAT_LINE:
+                raise RuntimeError(f"{self.root}: unknown data format {found!r} (expected {FORMAT_LINE!r})")
+        else:
+            fmt.write_text(FORMAT_LINE + "\n")
+        self.blobs_dir = self.root / "blobs"
+        self.tmp_dir = self.root / "tmp"
+        self.blobs_dir.mkdir(exist_ok=True)
+        self.tmp_dir.mkdir(exist_ok=True)
+        self._lock_file = None
+        if serving:
+            self._take_lock()
+            shutil.rmtree(self.tmp_dir)
+            self.tmp_dir.mkdir()
+        self.secret = self._load_secret()
+        self._local = threading.local()
+        self._all_conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        conn = self._conn()
+        conn.executescript(_SCHEMA)  # idempotent DDL; executescript manages its own transaction
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+
+    # ------------------------------------------------------------------ set-up
+    def _take_lock(self) -> None:
+        import fcntl
+
+        f = open(self.root / ".lock", "a+")  # noqa: SIM115 - held for the server's lifetime
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            f.close()
+            raise DataDirInUse(f"data dir in use by pid {pid}: {self.root}") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._lock_file = f
+
+    def _load_secret(self) -> bytes:
+        path = self.root / "secret.key"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
+                f.flush()
+                os.fsync(f.fileno())
+        return path.read_bytes()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.root / "hub.db", timeout=5.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=5000")
+            self._local.conn = conn
+            with self._conns_lock:
+                self._all_conns.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``: the real guard against concurrent writers."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            if os.environ.get("HUBTOOLS_HUB_FAULT") == "before_db_commit" and getattr(self._local, "fault", False):
+                os._exit(70)
+            conn.execute("COMMIT")
+
+    def read(self) -> sqlite3.Connection:
+        return self._conn()
+
+    def close(self) -> None:
+        with self._conns_lock:
+            for conn in self._all_conns:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._all_conns.clear()
+        self._local = threading.local()
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    # ------------------------------------------------------------------ tokens
+    def add_token(self, user: str, role: str = "write", token: str | None = None, name: str | None = None,
+                  org: str | None = None) -> str:
+        if role not in ("read", "write"):
+            raise ValueError(f"role must be 'read' or 'write', got {role!r}")
+        token = token or new_token()
+        now = utc_iso()
+        with self.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO users(name, created_at) VALUES (?, ?)", (user, now))
+            conn.execute(
+                "INSERT INTO tokens(hash, user, role, name, created_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(hash) DO UPDATE SET user=excluded.user, role=excluded.role",
+                (hash_token(token), user, role, name or f"{user}-{role}", now),
+            )
+            if org:
+                conn.execute("INSERT OR IGNORE INTO orgs(name, created_at) VALUES (?, ?)", (org, now))
+                conn.execute("INSERT OR IGNORE INTO memberships(org, user) VALUES (?, ?)", (org, user))
+        return token
+
+    def list_tokens(self) -> list[dict]:
+        rows = self.read().execute("SELECT hash, user, role, name, created_at FROM tokens ORDER BY created_at")
+        return [dict(zip(("hash_prefix", "user", "role", "name", "created_at"), (r[0][:12], *r[1:]), strict=True))
+                for r in rows]
+
+    def revoke_token(self, token_or_prefix: str) -> int:
+        with self.transaction() as conn:
+            if token_or_prefix.startswith("hf_"):
+                cur = conn.execute("DELETE FROM tokens WHERE hash = ?", (hash_token(token_or_prefix),))
+            else:
+                cur = conn.execute("DELETE FROM tokens WHERE hash LIKE ? || '%' OR name = ?",
+                                   (token_or_prefix, token_or_prefix))
+            return cur.rowcount
+
+    def has_tokens(self) -> bool:
+        return self.read().execute("SELECT 1 FROM tokens LIMIT 1").fetchone() is not None
+
+    def principal(self, token: str) -> Principal | None:
+        conn = self.read()
+        row = conn.execute("SELECT user, role FROM tokens WHERE hash = ?", (hash_token(token),)).fetchone()
+        if row is None:
+            return None
+        orgs = tuple(r[0] for r in conn.execute("SELECT org FROM memberships WHERE user = ? ORDER BY org", (row[0],)))
+        return Principal(user=row[0], role=row[1], orgs=orgs)
+
+    # ------------------------------------------------------------------ repos
+    def get_repo(self, repo_type: str, ns: str, name: str) -> Repo | None:
+        row = self.read().execute(
+            "SELECT pk, type, ns, name, private, sdk, created_at FROM repos "
+            "WHERE type = ? AND ns = ? COLLATE BINARY AND name = ? COLLATE BINARY",
+            (repo_type, ns, name),
+        ).fetchone()
+        return None if row is None else Repo(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6])
+
+    def find_repo_nocase(self, repo_type: str, ns: str, name: str) -> Repo | None:
+        row = self.read().execute(
+            "SELECT pk, type, ns, name, private, sdk, created_at FROM repos WHERE type = ? AND ns = ? AND name = ?",
+            (repo_type, ns, name),
+        ).fetchone()
+        return None if row is None else Repo(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6])
+
+    def list_repos(self, repo_type: str) -> list[Repo]:
+        rows = self.read().execute(
+            "SELECT pk, type, ns, name, private, sdk, created_at FROM repos WHERE type = ? ORDER BY pk", (repo_type,)
+        )
+        return [Repo(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]) for r in rows]
+
+    def create_repo(self, repo_type: str, ns: str, name: str, private: bool, sdk: str | None, author: str) -> Repo:
+        """Create a repo with an initial commit holding ``.gitattributes``; ``None``-safe against races."""
+        blob = self.put_blob_bytes(DEFAULT_GITATTRIBUTES)
+        now = time.time()
+        with self.transaction() as conn:
+            try:
+                cur = conn.execute(
+                    "INSERT INTO repos(type, ns, name, private, sdk, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (repo_type, ns, name, int(private), sdk, utc_iso(now)),
+                )
+            except sqlite3.IntegrityError:
+                raise HubError(409, f"You already created this {repo_type} repo: {ns}/{name}") from None
+            pk = cur.lastrowid
+            sha = _commit_sha(f"{ns}/{name}", None, "", "initial commit", "", author, time.time_ns())
+            conn.execute(
+                "INSERT INTO commits(repo_pk, sha, parent_sha, seq, title, message, author, created_at) "
+                "VALUES (?, ?, NULL, 0, 'initial commit', '', ?, ?)",
+                (pk, sha, author, utc_iso(now)),
+            )
+            conn.execute(
+                "INSERT INTO entries(repo_pk, commit_sha, path, sha256, size, is_lfs, git_oid) "
+                "VALUES (?, ?, '.gitattributes', ?, ?, 0, ?)",
+                (pk, sha, blob[0], len(DEFAULT_GITATTRIBUTES), blob[1]),
+            )
+            conn.execute("INSERT INTO refs(repo_pk, kind, name, target_sha) VALUES (?, 'branch', 'main', ?)", (pk, sha))
+        repo = self.get_repo(repo_type, ns, name)
+        assert repo is not None
+        return repo
+
+    def delete_repo(self, repo: Repo) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM repos WHERE pk = ?", (repo.pk,))
+
+    def set_private(self, repo: Repo, private: bool) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE repos SET private = ? WHERE pk = ?", (int(private), repo.pk))
+
+    # ------------------------------------------------------------------ refs and commits
+    def refs(self, repo: Repo) -> list[tuple[str, str, str]]:
+        return list(self.read().execute(
+            "SELECT kind, name, target_sha FROM refs WHERE repo_pk = ? ORDER BY kind, name", (repo.pk,)))
+
+    def ref_target(self, repo: Repo, kind: str, name: str, conn: sqlite3.Connection | None = None) -> str | None:
+        row = (conn or self.read()).execute(
+            "SELECT target_sha FROM refs WHERE repo_pk = ? AND kind = ? AND name = ?", (repo.pk, kind, name)
+        ).fetchone()
+        return row[0] if row else None
+
+    def resolve(self, repo: Repo, rev: str) -> str:
+        """Revision -> commit sha, in the order of spec 2.4; unknown revisions are 404 RevisionNotFound."""
+        conn = self.read()
+        for kind, name in (
+            ("branch", rev.removeprefix("refs/heads/")),
+            ("tag", rev.removeprefix("refs/tags/")),
+        ):
+            sha = self.ref_target(repo, kind, name, conn)
+            if sha:
+                return sha
+        if rev.startswith("refs/pr/"):
+            sha = self.ref_target(repo, "pr", rev.removeprefix("refs/pr/"), conn)
+            if sha:
+                return sha
+        if is_commit_id(rev):
+            if conn.execute("SELECT 1 FROM commits WHERE repo_pk = ? AND sha = ?", (repo.pk, rev)).fetchone():
+                return rev
+        elif 7 <= len(rev) < 40 and all(c in "0123456789abcdef" for c in rev):
+            rows = conn.execute(
+                "SELECT sha FROM commits WHERE repo_pk = ? AND substr(sha, 1, ?) = ? LIMIT 2", (repo.pk, len(rev), rev)
+            ).fetchall()
+            if len(rows) == 1:
+                return rows[0][0]
+        raise revision_not_found(rev)
+
+    def commit_row(self, repo: Repo, sha: str) -> dict:
+        row = self.read().execute(
+            "SELECT sha, parent_sha, seq, title, message, author, created_at FROM commits WHERE repo_pk = ? AND sha = ?",
+            (repo.pk, sha),
+        ).fetchone()
+        return dict(zip(("sha", "parent", "seq", "title", "message", "author", "date"), row, strict=True))
+
+    def history(self, repo: Repo, sha: str, limit: int | None = None) -> list[dict]:
+        """First-parent chain from ``sha``, newest first."""
+        out: list[dict] = []
+        cur: str | None = sha
+        while cur and (limit is None or len(out) < limit):
+            row = self.commit_row(repo, cur)
+            out.append(row)
+            cur = row["parent"]
+        return out
+
+    def manifest(self, repo: Repo, sha: str) -> dict[str, Entry]:
+        rows = self.read().execute(
+            "SELECT path, sha256, size, is_lfs, git_oid FROM entries WHERE repo_pk = ? AND commit_sha = ? ORDER BY path",
+            (repo.pk, sha),
+        )
+        return {r[0]: Entry(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows}
+
+    def entry(self, repo: Repo, sha: str, path: str) -> Entry | None:
+        r = self.read().execute(
+            "SELECT path, sha256, size, is_lfs, git_oid FROM entries WHERE repo_pk = ? AND commit_sha = ? AND path = ?",
+            (repo.pk, sha, path),
+        ).fetchone()
+        return None if r is None else Entry(r[0], r[1], r[2], bool(r[3]), r[4])
+
+    def create_ref(self, repo: Repo, kind: str, name: str, target: str) -> None:
+        with self.transaction() as conn:
+            try:
+                conn.execute("INSERT INTO refs(repo_pk, kind, name, target_sha) VALUES (?, ?, ?, ?)",
+                             (repo.pk, kind, name, target))
+            except sqlite3.IntegrityError:
+                raise HubError(409, f"Reference already exists: {name}") from None
+
+    def delete_ref(self, repo: Repo, kind: str, name: str) -> None:
+        with self.transaction() as conn:
+            cur = conn.execute("DELETE FROM refs WHERE repo_pk = ? AND kind = ? AND name = ?", (repo.pk, kind, name))
+            if cur.rowcount == 0:
+                raise revision_not_found(name)
+
+    def lfs_known(self, repo: Repo, sha256: str) -> int | None:
+        row = self.read().execute("SELECT size FROM repo_lfs WHERE repo_pk = ? AND sha256 = ?",
+                                  (repo.pk, sha256)).fetchone()
+        return row[0] if row else None
+
+    def associate_lfs(self, repo: Repo, sha256: str, size: int) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO repo_lfs(repo_pk, sha256, size) VALUES (?, ?, ?)",
+                         (repo.pk, sha256, size))
+
+    def commit(
+        self,
+        repo: Repo,
+        branch: str,
+        ops: list[CommitOp],
+        *,
+        title: str,
+        message: str,
+        author: str,
+        parent_commit: str | None = None,
+        create_pr: bool = False,
+    ) -> tuple[str, int | None]:
+        """Apply ``ops`` on top of ``branch`` atomically. Returns (commit sha, PR number or None)."""
+        self._local.fault = True
+        try:
+            with self.transaction() as conn:
+                head = self._branch_head(conn, repo, branch)
+                if parent_commit and not head.startswith(parent_commit):
+                    raise HubError(412, "A commit has happened since. Please refresh and try again.")
+                manifest = self._apply(conn, repo, head, ops)
+                sha = _commit_sha(repo.id, head, _manifest_digest(manifest), title, message, author, time.time_ns())
+                seq = conn.execute("SELECT seq FROM commits WHERE repo_pk = ? AND sha = ?", (repo.pk, head)).fetchone()[0]
+                conn.execute(
+                    "INSERT INTO commits(repo_pk, sha, parent_sha, seq, title, message, author, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (repo.pk, sha, head, seq + 1, title, message, author, utc_iso()),
+                )
+                conn.executemany(
+                    "INSERT INTO entries(repo_pk, commit_sha, path, sha256, size, is_lfs, git_oid) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(repo.pk, sha, e.path, e.sha256, e.size, int(e.is_lfs), e.git_oid) for e in manifest.values()],
+                )
+                conn.executemany(
+                    "INSERT OR IGNORE INTO repo_lfs(repo_pk, sha256, size) VALUES (?, ?, ?)",
+                    [(repo.pk, e.sha256, e.size) for e in manifest.values() if e.is_lfs],
+                )
+                pr_num = None
+                if create_pr:
+                    nums = [int(r[0]) for r in conn.execute(
+                        "SELECT name FROM refs WHERE repo_pk = ? AND kind = 'pr'", (repo.pk,))]
+                    pr_num = max(nums, default=0) + 1
+                    conn.execute("INSERT INTO refs(repo_pk, kind, name, target_sha) VALUES (?, 'pr', ?, ?)",
+                                 (repo.pk, str(pr_num), sha))
+                else:
+                    kind, name = self._branch_key(branch)
+                    cur = conn.execute(
+                        "UPDATE refs SET target_sha = ? WHERE repo_pk = ? AND kind = ? AND name = ? AND target_sha = ?",
+                        (sha, repo.pk, kind, name, head),
+                    )
+                    if cur.rowcount != 1:
+                        raise HubError(412, "A commit has happened since. Please refresh and try again.")
+            return sha, pr_num
+        finally:
+            self._local.fault = False
+
+    @staticmethod
+    def _branch_key(branch: str) -> tuple[str, str]:
+        if branch.startswith("refs/pr/"):
+            return "pr", branch.removeprefix("refs/pr/")
+        return "branch", branch.removeprefix("refs/heads/")
+
+    def _branch_head(self, conn: sqlite3.Connection, repo: Repo, branch: str) -> str:
+        kind, name = self._branch_key(branch)
+        sha = self.ref_target(repo, kind, name, conn)
+        if sha is None:
+            raise revision_not_found(branch)
+        return sha
+
+    def _apply(self, conn: sqlite3.Connection, repo: Repo, head: str, ops: list[CommitOp]) -> dict[str, Entry]:
+        manifest = {
+            r[0]: Entry(r[0], r[1], r[2], bool(r[3]), r[4])
+            for r in conn.execute(
+                "SELECT path, sha256, size, is_lfs, git_oid FROM entries WHERE repo_pk = ? AND commit_sha = ?",
+                (repo.pk, head),
+            )
+        }
+        for op in ops:
+            if op.kind == "file":
+                manifest[op.path] = Entry(op.path, op.sha256, op.size, False, op.git_oid)
+            elif op.kind == "lfs":
+                row = conn.execute("SELECT size FROM repo_lfs WHERE repo_pk = ? AND sha256 = ?",
+                                   (repo.pk, op.sha256)).fetchone()
+                if row is None or not self.blob_path(op.sha256).exists():
+                    raise HubError(422, f"LFS object {op.sha256} for {op.path} was not uploaded to this repo")
+                if op.size is not None and op.size != row[0]:
+                    raise HubError(422, f"LFS object {op.sha256} has size {row[0]}, not {op.size}")
+                size = row[0]
+                manifest[op.path] = Entry(op.path, op.sha256, size, True, git_blob_sha1(lfs_pointer(op.sha256, size)))
+            elif op.kind == "delete_file":
+                if manifest.pop(op.path, None) is None:
+                    raise entry_not_found(op.path, message=f"A file with this name doesn't exist: {op.path}")
+            elif op.kind == "delete_folder":
+                prefix = op.path.rstrip("/") + "/"
+                doomed = [p for p in manifest if p.startswith(prefix)]
+                if not doomed:
+                    raise entry_not_found(op.path, message=f"A folder with this name doesn't exist: {op.path}")
+                for p in doomed:
+                    del manifest[p]
+            else:  # pragma: no cover - the parser only produces the four kinds
+                raise bad_request(f"unknown operation {op.kind}")
+        paths = set(manifest)
+        for p in paths:
+            parts = p.split("/")
+            for i in range(1, len(parts)):
+                if "/".join(parts[:i]) in paths:
+                    raise HubError(409, f"'{'/'.join(parts[:i])}' is a file; cannot create '{p}' under it")
+        return manifest
+
+    # ------------------------------------------------------------------ blobs
+    def blob_path(self, sha256: str) -> Path:
+        return self.blobs_dir / sha256[:2] / sha256[2:4] / sha256
+
+    def new_temp(self) -> Path:
+        return self.tmp_dir / f"{secrets.token_hex(16)}.part"
+
+    def publish_blob(self, tmp: Path, sha256: str) -> None:
+        """fsync'd temp file -> immutable blob; drops the temp file if the blob already exists."""
+        final = self.blob_path(sha256)
+        if final.exists():
+            tmp.unlink(missing_ok=True)
+            return
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+
+    def put_blob_bytes(self, data: bytes) -> tuple[str, str]:
+        """Store ``data``; returns (sha256, git-blob sha1)."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        if not self.blob_path(sha256).exists():
+            tmp = self.new_temp()
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            self.publish_blob(tmp, sha256)
+        return sha256, git_blob_sha1(data)
+
+    def read_blob(self, sha256: str) -> bytes:
+        return self.blob_path(sha256).read_bytes()
+
+    # ------------------------------------------------------------------ maintenance
+    def fsck(self, gc: bool = False, min_age_s: float = 3600.0) -> FsckReport:
+        report = FsckReport()
+        conn = self.read()
+        referenced = {r[0] for r in conn.execute("SELECT DISTINCT sha256 FROM entries")}
+        referenced |= {r[0] for r in conn.execute("SELECT DISTINCT sha256 FROM repo_lfs")}
+        stored = {p.name: p for p in self.blobs_dir.glob("*/*/*") if p.is_file()}
+        report.blobs = len(stored)
+        for sha in sorted(referenced):
+            path = stored.get(sha)
+            if path is None:
+                report.missing.append(sha)
+            elif _sha256_file(path) != sha:
+                report.corrupt.append(sha)
+        now = time.time()
+        for sha, path in sorted(stored.items()):
+            if sha in referenced:
+                continue
+            report.orphans.append(sha)
+            if gc and now - path.stat().st_mtime >= min_age_s:
+                path.unlink()
+                report.removed.append(sha)
+        return report
+
+
+def new_token() -> str:
+    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    return "hf_" + "".join(secrets.choice(alphabet) for _ in range(34))
+
+
+def _commit_sha(repo: str, parent: str | None, digest: str, title: str, message: str, author: str, ns: int) -> str:
+    parts = [repo, parent or "", digest, title, message, author, str(ns), secrets.token_hex(16)]
+    return hashlib.sha1("\0".join(parts).encode()).hexdigest()
+
+
+def _manifest_digest(manifest: dict[str, Entry]) -> str:
+    h = hashlib.sha256()
+    for path in sorted(manifest):
+        e = manifest[path]
+        h.update(f"{path}\0{e.sha256}\0{e.size}\0{int(e.is_lfs)}\n".encode())
+    return h.hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def gitattributes_lfs_patterns(content: bytes) -> list[str]:
+    """Patterns that a .gitattributes file routes through LFS (``filter=lfs``)."""
+    out = []
+    for line in content.decode("utf-8", "replace").splitlines():
+        parts = line.strip().split()
+        if len(parts) >= 2 and not parts[0].startswith("#") and "filter=lfs" in parts[1:]:
+            out.append(parts[0])
+    return out
+
+
+def matches_any(path: str, patterns: Iterable[str]) -> bool:
+    """gitattributes/gitignore-style match: basename for patterns without '/', full path otherwise."""
+    base = path.rsplit("/", 1)[-1]
+    for pat in patterns:
+        pat = pat.strip()
+        if not pat or pat.startswith("#"):
+            continue
+        if "/" in pat.rstrip("/"):
+            if fnmatch.fnmatchcase(path, pat.lstrip("/")):
+                return True
+        elif fnmatch.fnmatchcase(base, pat.rstrip("/")) or (
+            pat.endswith("/") and any(fnmatch.fnmatchcase(seg, pat.rstrip("/")) for seg in path.split("/")[:-1])
+        ):
+            return True
+    return False
