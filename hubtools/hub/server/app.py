@@ -863,8 +863,9 @@ class HubApp:
         if rng:
             parsed = _parse_range(rng, entry.size)
             if parsed == "unsatisfiable":
-                headers["Content-Range"] = f"bytes */{entry.size}"
-                raise HubError(416, f"Range {rng} not satisfiable for {entry.size} bytes", headers=headers)
+                miss = {k: v for k, v in headers.items() if k != "Content-Type"}
+                miss["Content-Range"] = f"bytes */{entry.size}"
+                raise HubError(416, f"Range {rng} not satisfiable for {entry.size} bytes", headers=miss)
             if parsed is not None:
                 start, end = parsed
                 status = 206

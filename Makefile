@@ -1,0 +1,21 @@
+# The two commands a fresh machine needs (see README.md):
+#   make quickstart   set up, then run every capability's demo against an embedded local Hub
+#   make test         set up, then run the test suite
+.PHONY: quickstart test setup lint
+
+STAMP := .venv/.hubtools-setup
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $@
+
+setup: $(STAMP)
+
+quickstart: $(STAMP)
+	.venv/bin/hubtools quickstart
+
+test: $(STAMP)
+	.venv/bin/python -m pytest -q
+
+lint: $(STAMP)
+	.venv/bin/ruff check hubtools tests benchmarks

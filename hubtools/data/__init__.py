@@ -1,0 +1,1 @@
+"""Data helpers shared by dataset builders, InfoGrowth and the demos."""
