@@ -14,3 +14,7 @@ class ConfigError(HubtoolsError, ValueError):
 
 class ArtifactError(HubtoolsError, ValueError):
     """An artifact folder is incomplete or corrupt (missing card, truncated weights, ...)."""
+
+
+class CardError(HubtoolsError, ValueError):
+    """A model/dataset/space card cannot be rendered: unknown kind, malformed metrics or metadata."""

@@ -1,0 +1,1 @@
+"""Everything that talks to a Hub: the local server, cards, publishing, artifact folders."""
