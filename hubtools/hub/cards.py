@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -112,11 +113,19 @@ _DATASET_KEYS = {"type", "name", "split", "config", "revision"}
 
 
 def templates_dir() -> Path:
-    """The folder holding ``<kind>.md`` templates (``$HUBTOOLS_MODEL_CARDS`` or ``<repo>/model_cards``)."""
+    """The folder holding ``<kind>.md`` templates.
+
+    ``$HUBTOOLS_MODEL_CARDS`` if set; else ``<repo>/model_cards`` for a source checkout
+    (editable install); else ``<prefix>/share/hubtools/model_cards``, where a wheel
+    install puts them (pyproject's data-files).
+    """
     override = os.environ.get(MODEL_CARDS_ENV)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "model_cards"
+    source = Path(__file__).resolve().parents[2] / "model_cards"
+    if source.is_dir():
+        return source
+    return Path(sys.prefix) / "share" / "hubtools" / "model_cards"
 
 
 def template_path(kind: str) -> Path:
