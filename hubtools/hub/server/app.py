@@ -318,10 +318,15 @@ class HubApp:
     async def settings(self, request: web.Request) -> web.Response:
         repo, _ = await self.repo_for_write(request)
         body = await self.json_body(request)
-        if "private" in body:
-            if not isinstance(body["private"], bool):
+        private = body.get("private")
+        if "visibility" in body:  # huggingface_hub 2.x sends {"visibility": "private" | "public"}
+            if body["visibility"] not in ("private", "public"):
+                raise bad_request("'visibility' must be 'private' or 'public'")
+            private = body["visibility"] == "private"
+        if private is not None:
+            if not isinstance(private, bool):
                 raise bad_request("'private' must be a boolean")
-            await self.run(self.store.set_private, repo, body["private"])
+            await self.run(self.store.set_private, repo, private)
         return web.json_response({})
 
     def _info(self, request: web.Request, repo: Repo, sha: str) -> dict:

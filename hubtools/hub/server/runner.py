@@ -119,20 +119,17 @@ def serve_forever(cfg: HubConfig, user: str = "local", token: str | None = None)
     data_dir = Path(cfg.data_dir)
     token = token or os.environ.get("HUBTOOLS_HUB_TOKEN")
     new_token = None
-    store = Store(data_dir)
-    try:
-        if token:
-            store.add_token(user, "write", token=token, name="cli")
-        elif not store.has_tokens():
-            new_token = store.add_token(user, "write", name="first")
-    finally:
-        store.close()
+    store = Store(data_dir, serving=True)  # take the data-dir lock before writing anything
+    if token:
+        store.add_token(user, "write", token=token, name="cli")
+    elif not store.has_tokens():
+        new_token = store.add_token(user, "write", name="first")
     if not _is_loopback(cfg.host):
         print(f"WARNING: listening on {cfg.host}, which is not a loopback address; this server speaks plain "
               "HTTP, so tokens travel in clear text.", file=sys.stderr)
 
     async def main() -> None:
-        app = create_app(cfg)
+        app = create_app(cfg, store=store)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, cfg.host, cfg.port)
