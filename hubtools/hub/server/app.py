@@ -899,6 +899,9 @@ class HubApp:
         raise HubError(501, f"Not implemented by hubtools hub: {request.method} {request.path}")
 
 
+HUB_KEY = web.AppKey("hub", HubApp)
+
+
 def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
     """One byte range -> (start, end); several ranges -> None (serve the whole file)."""
     unit, _, spec = header.partition("=")
@@ -925,7 +928,7 @@ def create_app(cfg: HubConfig, store: Store | None = None) -> web.Application:
     store = store or Store(cfg.data_dir, serving=True)
     hub = HubApp(cfg, store)
     app = web.Application(middlewares=[hub.middleware], client_max_size=cfg.max_line_bytes + 2**20)
-    app["hub"] = hub
+    app[HUB_KEY] = hub
     r = app.router
     api = "/api/{t}/{ns}/{name}"
     r.add_get("/api/whoami-v2", hub.whoami)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from hubtools.hub.server.app import HubConfig, create_app
+from hubtools.hub.server.app import HUB_KEY, HubConfig, create_app
 from hubtools.hub.server.store import FsckReport, Store
 
 log = logging.getLogger("hubtools.hub")
@@ -41,7 +41,7 @@ class HubServer:
     @property
     def request_log(self):
         """Every request as (method, raw path), newest last: lets tests count GETs and HEADs."""
-        return self.app["hub"].request_log
+        return self.app[HUB_KEY].request_log
 
     def start(self) -> HubServer:
         self._thread = threading.Thread(target=self._serve, name="hubtools-hub", daemon=True)
