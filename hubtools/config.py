@@ -7,10 +7,14 @@ so an unknown key is an error rather than a silently ignored typo.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import click
 import yaml
+from click.core import ParameterSource
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hubtools.errors import ConfigError
@@ -67,3 +71,38 @@ def load_config(path: str | Path, model: type[M], overrides: dict[str, Any] | No
     if isinstance(data, dict) and overrides:
         data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
     return validate_config(data, model, source=str(path))
+
+
+def config_option(model: type[StrictModel]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a click command ``--config FILE.yaml`` holding the same settings as its flags.
+
+    The YAML keys are the flags' parameter names (``--lfs-threshold`` -> ``lfs_threshold``),
+    validated by ``model`` (unknown key or wrong type: an error naming key, value and
+    file). A flag given on the command line wins over the file; the file wins over the
+    flag's default.
+    """
+
+    def decorator(command: Callable[..., Any]) -> Callable[..., Any]:
+        @click.option(
+            "--config",
+            "config_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="YAML file with the same settings as the flags (flags given explicitly win).",
+        )
+        @functools.wraps(command)
+        def wrapper(*args: Any, config_file: Path | None = None, **kwargs: Any) -> Any:
+            if config_file is not None:
+                ctx = click.get_current_context()
+                try:
+                    cfg = load_config(config_file, model)
+                except ConfigError as err:
+                    raise click.UsageError(str(err)) from None
+                for key, value in cfg.model_dump(exclude_unset=True).items():
+                    if ctx.get_parameter_source(key) in (ParameterSource.DEFAULT, None):
+                        kwargs[key] = value
+            return command(*args, **kwargs)
+
+        return wrapper
+
+    return decorator

@@ -24,6 +24,8 @@ from typing import Any
 
 import click
 
+from hubtools.config import StrictModel, config_option
+
 # Each capability's demo module, in the order the table shows them.
 DEMO_MODULES: list[str] = [
     "hubtools.hub.demo",
@@ -196,14 +198,23 @@ def run_quickstart(out_dir: Path, data_dir: Path | None = None, only: tuple[str,
     return rows
 
 
+class QuickstartConfig(StrictModel):
+    """``hubtools quickstart`` settings, for ``--config FILE.yaml``."""
+
+    data: Path | None = None
+    out: Path = Path("quickstart-out")
+    only: tuple[str, ...] = ()
+
+
 @click.command("quickstart")
-@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Data directory of the embedded Hub (default: OUT/hub). Reuse it to keep what was published.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("quickstart-out"),
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("quickstart-out"),
               show_default=True, help="Where the results table (results.md, results.json) and scratch files go.")
 @click.option("--only", multiple=True, help="Run only this demo (repeatable). Default: all.")
 @click.option("--list", "list_only", is_flag=True, help="List the demos and exit.")
-def quickstart_command(data_dir: Path | None, out_dir: Path, only: tuple[str, ...], list_only: bool) -> None:
+@config_option(QuickstartConfig)
+def quickstart_command(data: Path | None, out: Path, only: tuple[str, ...], list_only: bool) -> None:
     """Run every capability's small demo on real data against an embedded local Hub.
 
     Each demo builds its artifact, publishes it to the local Hub, loads it back with
@@ -216,6 +227,6 @@ def quickstart_command(data_dir: Path | None, out_dir: Path, only: tuple[str, ..
         for d in DEMOS.values():
             click.echo(f"{d.name:<16} {d.title}")
         return
-    rows = run_quickstart(out_dir, data_dir, only)
+    rows = run_quickstart(Path(out), Path(data) if data else None, tuple(only))
     if any(r.status != "ok" for r in rows):
         sys.exit(1)

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import click
+from pydantic import Field
 
+from hubtools.config import StrictModel, config_option
 from hubtools.hub.server.app import HubConfig
 from hubtools.hub.server.runner import fsck, serve_forever
 from hubtools.hub.server.store import DataDirInUse, Store
@@ -30,20 +32,37 @@ def hub_group() -> None:
     """Run and administer a local Hub server (a Hub-compatible HTTP API on your own disk)."""
 
 
+class ServeConfig(StrictModel):
+    """``hubtools hub serve`` settings, for ``--config FILE.yaml``."""
+
+    data: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+    lfs_threshold: str | int = "10MiB"
+    regular_only: bool = False
+    public_url: str | None = None
+    user: str = "local"
+    token: str | None = None
+
+
 @hub_group.command("serve")
-@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Data directory (created if missing).")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Data directory (created if missing). Required, here or in --config.")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8765, show_default=True, type=int, help="0 picks a free port.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
+              help="0 picks a free port.")
 @click.option("--lfs-threshold", default="10MiB", show_default=True, help="Files this big or bigger go through LFS.")
 @click.option("--regular-only", is_flag=True, help="Never use LFS (works even with Xet enabled on the client).")
 @click.option("--public-url", default=None, help="URL clients use, when behind a proxy.")
 @click.option("--user", default="local", show_default=True, help="User that owns --token or the first token.")
 @click.option("--token", default=None, help="Register this write token (for CI); else $HUBTOOLS_HUB_TOKEN.")
-def serve_command(data_dir: Path, host: str, port: int, lfs_threshold: str, regular_only: bool,
+@config_option(ServeConfig)
+def serve_command(data: Path | None, host: str, port: int, lfs_threshold: str | int, regular_only: bool,
                   public_url: str | None, user: str, token: str | None) -> None:
     """Serve DATA over HTTP until SIGTERM/Ctrl-C. The first line printed is the URL."""
-    cfg = HubConfig(data_dir=data_dir, host=host, port=port, lfs_threshold=parse_size(lfs_threshold),
+    if data is None:
+        raise click.UsageError("--data is required (or 'data:' in the --config file)")
+    cfg = HubConfig(data_dir=Path(data), host=host, port=port, lfs_threshold=parse_size(lfs_threshold),
                     regular_only=regular_only, public_url=public_url)
     try:
         serve_forever(cfg, user=user, token=token)
