@@ -51,14 +51,6 @@ def write_random_file(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(MiB), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def copy_and_fsync(source: Path, target: Path) -> None:
     """The server fsyncs every blob before it answers a PUT (spec 2.8), so a copy that also
     fsyncs is the fairer limit for the upload; it is reported beside the plain copy."""
@@ -97,6 +89,7 @@ def run(size_mb: int, work: Path, repeat: int) -> dict:
     import huggingface_hub
     from huggingface_hub import HfApi, hf_hub_download
 
+    from hubtools.hashing import sha256_file
     from hubtools.hub.server import HubConfig, HubServer, add_token
 
     data_dir = work / "hub-data"
@@ -125,7 +118,7 @@ def run(size_mb: int, work: Path, repeat: int) -> dict:
                 )
             )
             samples["download"].append(seconds)
-            hashes.append((uploaded_sha, file_sha256(Path(local))))
+            hashes.append((uploaded_sha, sha256_file(local)))
             shutil.rmtree(work / f"cache-{i}")
 
             seconds, _ = timed(lambda: shutil.copyfile(source, copy_target))

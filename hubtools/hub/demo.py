@@ -8,23 +8,15 @@ to the embedded local Hub with a rendered card and loaded back with the stock
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from hubtools.hashing import sha256_file
 from hubtools.quickstart import DemoContext, DemoResult, register_demo
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def folder_digest(folder: Path) -> dict[str, str]:
     """Relative path -> sha256 of every file under ``folder`` (the Hub's own .gitattributes excluded)."""
-    return {p.relative_to(folder).as_posix(): _sha256(p) for p in sorted(folder.rglob("*"))
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*"))
             if p.is_file() and p.name != ".gitattributes" and ".cache" not in p.parts}
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from hubtools.hashing import sha256_file
 from hubtools.hub.server.errors import HubError, bad_request, entry_not_found, revision_not_found
 from hubtools.hub.server.naming import is_commit_id
 
@@ -605,7 +606,7 @@ class Store:
             path = stored.get(sha)
             if path is None:
                 report.missing.append(sha)
-            elif _sha256_file(path) != sha:
+            elif sha256_file(path) != sha:
                 report.corrupt.append(sha)
         now = time.time()
         for sha, path in sorted(stored.items()):
@@ -633,14 +634,6 @@ def _manifest_digest(manifest: dict[str, Entry]) -> str:
     for path in sorted(manifest):
         e = manifest[path]
         h.update(f"{path}\0{e.sha256}\0{e.size}\0{int(e.is_lfs)}\n".encode())
-    return h.hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
     return h.hexdigest()
 
 
