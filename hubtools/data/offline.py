@@ -8,8 +8,11 @@ into a skip with that reason and commands into a one-line error.
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 from pathlib import Path
+
+import numpy as np
 
 from hubtools.errors import HubtoolsError
 
@@ -52,3 +55,26 @@ def fortunes(category: str, limit: int | None = None) -> list[str]:
     entries = [" ".join(e.split()) for e in path.read_text(encoding="utf-8", errors="replace").split("\n%\n")]
     entries = [e for e in entries if e and e != "%"]
     return entries[:limit] if limit is not None else entries
+
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")
+
+
+def fashion_mnist(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Real Fashion-MNIST from Debian's ``dataset-fashion-mnist``: (uint8 images [N, 28, 28], int64 labels [N]).
+
+    ``split`` is "train" (60k) or "test" (10k). The files are gzipped IDX: images start at byte 16,
+    labels at byte 8.
+    """
+    prefix = {"train": "train", "test": "t10k"}.get(split)
+    if prefix is None:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    img_path = debian_path(FASHION_MNIST_DIR / f"{prefix}-images-idx3-ubyte.gz", "dataset-fashion-mnist")
+    lbl_path = debian_path(FASHION_MNIST_DIR / f"{prefix}-labels-idx1-ubyte.gz", "dataset-fashion-mnist")
+    images = np.frombuffer(gzip.decompress(img_path.read_bytes()), dtype=np.uint8, offset=16)
+    labels = np.frombuffer(gzip.decompress(lbl_path.read_bytes()), dtype=np.uint8, offset=8)
+    if images.size != labels.size * 28 * 28:
+        raise DataUnavailable(f"{img_path}: {images.size} pixels for {labels.size} labels; the file is damaged")
+    return images.reshape(-1, 28, 28).copy(), labels.astype(np.int64)
