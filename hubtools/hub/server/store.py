@@ -326,7 +326,7 @@ class Store:
         return [Repo(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]) for r in rows]
 
     def create_repo(self, repo_type: str, ns: str, name: str, private: bool, sdk: str | None, author: str) -> Repo:
-        """Create a repo with an initial commit holding ``.gitattributes``; ``None``-safe against races."""
+        """Create a repo whose initial commit holds ``.gitattributes``; a concurrent duplicate gets 409."""
         blob = self.put_blob_bytes(DEFAULT_GITATTRIBUTES)
         now = time.time()
         with self.transaction() as conn:
