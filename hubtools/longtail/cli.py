@@ -1,0 +1,146 @@
+"""``hubtools longtail``: build, inspect and publish long-tailed medical datasets (MONICA).
+
+``build`` turns the raw files a user downloaded into a long-tailed ``DatasetDict``, prints
+the per-class train counts, writes the local artifact (Arrow data, ``LTProfile`` JSON, a
+bar chart PNG, a dataset card) and optionally publishes it as Parquet on a Hub.
+Training and evaluation commands join this group from the methods side.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from hubtools.config import StrictModel, config_option
+from hubtools.errors import HubtoolsError
+
+
+@click.group("longtail")
+def longtail_group() -> None:
+    """Long-tailed medical datasets and methods (MONICA)."""
+
+
+class BuildConfig(StrictModel):
+    """``hubtools longtail build`` settings, for ``--config FILE.yaml``."""
+
+    source_dir: Path | None = None
+    ratio: float | None = None
+    splits_dir: Path | None = None
+    seed: int = 1
+    output: Path | None = None
+    cache_dir: Path | None = None
+    num_proc: int | None = None
+    push_to_hub: str | None = None
+    private: bool | None = None
+
+
+def default_num_proc(builder: object) -> int:
+    """Processes for a build: one per two cores where per-image decoding dominates, and only from 4 cores up.
+
+    On 2 cores, worker start-up and pickling the builder cost more than they save
+    (benchmarks/build_throughput.py: num_proc=2 was 2-4x slower than 1 there); in-memory
+    array sources (MRI patches, Fashion-MNIST) never gain.
+    """
+    cpus = os.cpu_count() or 1
+    return min(8, cpus // 2) if getattr(builder, "PARALLEL_BUILD", False) and cpus >= 4 else 1
+
+
+@longtail_group.command("build")
+@click.argument("name")
+@click.option(
+    "--source-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder holding the raw files as downloaded (optional for mri_patches and fashion_mnist).",
+)
+@click.option(
+    "--ratio",
+    type=float,
+    default=None,
+    help="Imbalance ratio n_max/n_min of the train split (default: the dataset's; MRI: natural; 0: natural).",
+)
+@click.option(
+    "--splits-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Local copy of the anchor's numpy/ split lists (otherwise a seeded re-draw).",
+)
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the split re-draw.")
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Artifact folder (default: longtail-out/<config>).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Builder cache (default: the datasets cache); an interrupted build resumes from it.",
+)
+@click.option(
+    "--num-proc", type=int, default=None, help="Processes writing the splits (default: by source kind)."
+)
+@click.option(
+    "--push-to-hub", "push_to_hub", default=None, metavar="REPO", help="Publish as a config of this repo."
+)
+@click.option(
+    "--private/--public",
+    default=None,
+    help="Repo visibility (default: private for non-commercial sources and CheXpert).",
+)
+@config_option(BuildConfig)
+def build_command(
+    name: str,
+    source_dir: Path | None,
+    ratio: float | None,
+    splits_dir: Path | None,
+    seed: int,
+    output: Path | None,
+    cache_dir: Path | None,
+    num_proc: int | None,
+    push_to_hub: str | None,
+    private: bool | None,
+) -> None:
+    """Build long-tailed dataset NAME from raw files, print its class counts, save it, optionally push it.
+
+    NAME: isic2019, nct, kvasir, pathmnist, dermamnist, bloodmnist, tissuemnist, organamnist,
+    organcmnist, organsmnist, odir, rfmid, chexpert, mri_patches, fashion_mnist.
+    """
+    from hubtools.longtail.datasets import counts_table, make_builder, prepare, publish, save_build
+
+    try:
+        builder = make_builder(
+            name, source_dir, ratio if ratio is not None else -1, splits_dir, seed, cache_dir
+        )
+        lt = builder.plan().profile
+        cfg = builder.config.name
+        click.echo(f"{name}: config {cfg}, source {builder.data_dir}")
+        ds = prepare(builder, num_proc or default_num_proc(builder))
+        folder = save_build(output or Path("longtail-out") / cfg, name, builder, ds, lt, repo_id=push_to_hub)
+        click.echo(counts_table(lt))
+        click.echo(f"saved {folder} (data/, README.md, longtail/{cfg}.json, bar chart longtail/{cfg}.png)")
+        if push_to_hub:
+            visibility = builder.PRIVATE_BY_DEFAULT if private is None else private
+            publish(folder, push_to_hub, private=visibility, num_proc=None)
+            click.echo(f"published {push_to_hub} config {cfg}: load_dataset({push_to_hub!r}, {cfg!r})")
+    except HubtoolsError as err:
+        raise click.ClickException(str(err)) from None
+
+
+@longtail_group.command("profile")
+@click.option("--n-max", type=int, required=True, help="Train images of class 0.")
+@click.option("--classes", type=int, required=True, help="Number of classes C.")
+@click.option("--ratio", type=float, required=True, help="Imbalance ratio r.")
+@click.option(
+    "--rounding", type=click.Choice(["round", "floor_plus_one"]), default="round", show_default=True
+)
+def profile_command(n_max: int, classes: int, ratio: float, rounding: str) -> None:
+    """Print the exponential long-tail profile n_i = n_max * r^(-i/(C-1))."""
+    from hubtools.longtail.splits import profile
+
+    counts = profile(n_max, classes, ratio, rounding)  # type: ignore[arg-type]
+    click.echo(" ".join(str(c) for c in counts))
+    click.echo(f"total {sum(counts)}")
