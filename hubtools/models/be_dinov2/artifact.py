@@ -1,0 +1,90 @@
+"""Write a BE-DINOv2 backbone as a Hub repo folder: config (with ``auto_map``), safetensors, the two
+modeling files, ``preprocessor_config.json`` and a ``vision_backbone`` card recording base checkpoint,
+expansion, pretraining data and metrics. Written through ``atomic_dir``: whole or not at all."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from transformers import BitImageProcessorPil
+
+from hubtools.hub.artifacts import atomic_dir, save_card
+from hubtools.hub.cards import render_card
+from hubtools.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
+
+RETINA_TAGS = ["fundus", "retina", "ophthalmology"]
+
+
+def image_processor(image_size: int) -> BitImageProcessorPil:
+    """DINORET's evaluation preprocessing: bicubic resize to a square, no centre crop, ImageNet mean/std.
+    The PIL backend is pinned: the torchvision one differs slightly and is not a dependency."""
+    return BitImageProcessorPil(
+        size={"height": image_size, "width": image_size},
+        do_center_crop=False,
+        resample=3,  # PIL bicubic
+        image_mean=list(IMAGENET_MEAN),
+        image_std=list(IMAGENET_STD),
+    )
+
+
+def expansion_summary(model: nn.Module) -> dict[str, Any]:
+    """The card's "Block expansion" table."""
+    config = model.config
+    trainable = sum(
+        p.numel()
+        for n, p in model.named_parameters()
+        if n.startswith(tuple(f"encoder.layer.{k}." for k in config.expanded_layer_indices or []))
+    )
+    return {
+        "positions": getattr(config, "expansion_positions", None),
+        "expanded_layer_indices": getattr(config, "expanded_layer_indices", None),
+        "init": getattr(config, "expansion_init", None),
+        "original_depth": getattr(config, "original_num_hidden_layers", config.num_hidden_layers),
+        "expanded_depth": config.num_hidden_layers,
+        "expanded_block_parameters": trainable,
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def save_backbone(
+    model: nn.Module,
+    out_dir: str | Path,
+    *,
+    base_model: str | None = None,
+    datasets: list[str] | None = None,
+    training_data: str | None = None,
+    training_procedure: str | None = None,
+    hyperparameters: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | list[Mapping[str, Any]] | None = None,
+    repo_id: str | None = None,
+    model_name: str | None = None,
+    summary: str | None = None,
+) -> Path:
+    """Save ``model`` (a ``BeDinov2Model`` or classifier) with processor and card; returns the folder."""
+    out_dir = Path(out_dir)
+    card_data: dict[str, Any] = {"license": "apache-2.0", "tags": RETINA_TAGS}
+    if base_model:
+        card_data["base_model"] = base_model
+    if datasets:
+        card_data["datasets"] = datasets
+    card = render_card(
+        "vision_backbone",
+        card_data=card_data,
+        metrics=metrics,
+        model_name=model_name or (repo_id or out_dir.name).split("/")[-1],
+        summary=summary,
+        repo_id=repo_id,
+        expansion=expansion_summary(getattr(model, "dinov2", model)),
+        model_class="AutoModel" if not hasattr(model, "classifier") else "AutoModelForImageClassification",
+        training_data=training_data,
+        training_procedure=training_procedure,
+        hyperparameters=dict(hyperparameters) if hyperparameters else None,
+    )
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        image_processor(int(model.config.image_size)).save_pretrained(tmp)
+        save_card(tmp, card)
+    return out_dir
