@@ -1,0 +1,242 @@
+"""Training end to end on real data: every method and mode, exact resume, the CLI, the benchmark smoke, the demo."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from hubtools.data.offline import DataUnavailable
+from hubtools.semiseg.data import SegmentationArrays, SegmentationDataError, mni_dataset, nuclei_dataset
+from hubtools.semiseg.trainer import SemiSegTrainConfig, train_semiseg
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def mni():
+    try:
+        return mni_dataset(dims=2, resolution=4, labelled_fraction=0.1)
+    except DataUnavailable as err:
+        pytest.skip(str(err))
+
+
+def quick(tmp_path: Path, name: str, **kwargs) -> SemiSegTrainConfig:
+    settings = dict(
+        output_dir=tmp_path / name,
+        width=4,
+        depth=2,
+        steps=20,
+        resume=None,
+        log_every=1,
+        warmup_start=0.1,
+        overlays=False,
+    )
+    return SemiSegTrainConfig(**{**settings, **kwargs})
+
+
+def test_every_method_and_mode_trains(tmp_path, mni):
+    final_mu = {}
+    for method, mode in [
+        ("supervised", "soft"),
+        ("pl", "soft"),
+        ("bpl", "soft"),
+        ("bpl", "straight_through"),
+        ("bpl", "hard"),
+    ]:
+        result = train_semiseg(
+            mni, quick(tmp_path, f"{method}-{mode}", method=method, pl_mode=mode), save_artifact=False
+        )
+        assert math.isfinite(result.scores["dice"]) and 0 <= result.scores["dice"] <= 1
+        log = [json.loads(line) for line in (result.output_dir / "metrics.jsonl").read_text().splitlines()]
+        train_rows = [r for r in log if "loss" in r]
+        assert len(train_rows) == 20 and all(math.isfinite(r["loss"]) for r in train_rows)
+        if method != "supervised":
+            assert train_rows[-1]["alpha"] == 1 and any(r["pl_gate"] == 1 for r in train_rows)
+        if method == "bpl":
+            final_mu[mode] = result.threshold_history[-1]["T_mu"]
+        else:
+            assert result.threshold_history == []
+    # hard (anchor) mode: only the KL trains phi and q stays on the prior; soft mode moves the threshold
+    assert abs(final_mu["hard"] - 0.5) < 1e-6
+    assert abs(final_mu["soft"] - 0.5) > 1e-5
+    assert abs(final_mu["straight_through"] - 0.5) > 1e-5
+
+
+def test_pseudo_label_methods_need_unlabelled_images(tmp_path, mni):
+    empty = type(mni)(dict(mni.splits), mni.class_names, mni.spatial_dims, mni.description)
+    empty.splits["unlabelled"] = SegmentationArrays(mni.splits["unlabelled"].images[:0], None)
+    with pytest.raises(SegmentationDataError, match="needs unlabelled images"):
+        train_semiseg(empty, quick(tmp_path, "x", method="pl"))
+
+
+def test_interrupted_run_resumes_exactly(tmp_path, mni):
+    straight = train_semiseg(mni, quick(tmp_path, "straight", steps=6, save_every=3), save_artifact=False)
+    cfg = quick(tmp_path, "resumed", steps=6, save_every=3)
+    train_semiseg(mni, cfg, save_artifact=False)
+    shutil.rmtree(cfg.output_dir / "checkpoints" / "step_6")  # as if killed after the step-3 checkpoint
+    resumed = train_semiseg(mni, cfg.model_copy(update={"resume": "auto"}), save_artifact=False)
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.threshold_history == straight.threshold_history
+
+
+def test_cli_train_writes_model_card_overlays_and_threshold_curve(tmp_path):
+    from hubtools.cli import main
+
+    try:
+        nuclei_dataset()
+    except DataUnavailable as err:
+        pytest.skip(str(err))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        main,
+        [
+            "semiseg",
+            "train",
+            "--data",
+            "nuclei",
+            "--labelled-fraction",
+            "0.1",
+            "--method",
+            "bpl",
+            "--steps",
+            "6",
+            "--width",
+            "4",
+            "--depth",
+            "2",
+            "--log-every",
+            "1",
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "threshold q(T): mean" in result.output and "dice/nucleus=" in result.output
+    for name in (
+        "overlays.png",
+        "threshold.png",
+        "results.json",
+        "metrics.jsonl",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/modeling_semiseg_unet.py",
+        "model/README.md",
+    ):
+        assert (out / name).is_file(), name
+    card = (out / "model" / "README.md").read_text()
+    assert "Bayesian pseudo labels" in card and "mu0" in card and "Not for clinical use" in card
+    assert json.loads((out / "results.json").read_text())["labelled"] == 5
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"data: nuclei\noutput_dir: {tmp_path / 'x'}\nlearning_rate: 0.1\n")
+    result = CliRunner().invoke(main, ["semiseg", "train", "--config", str(bad)])
+    assert result.exit_code != 0 and "unknown key 'learning_rate'" in result.output
+    result = CliRunner().invoke(
+        main, ["semiseg", "train", "--data", "nuclei", "--dims", "3", "--out", str(tmp_path / "y")]
+    )
+    assert result.exit_code != 0 and "nuclei data is 2D" in result.output
+
+
+def test_benchmark_smoke(tmp_path):
+    spec = importlib.util.spec_from_file_location("semiseg_bench", REPO_ROOT / "benchmarks" / "semiseg.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    try:
+        report = bench.main(["--smoke", "--workers", "1", "--steps", "4", "--out", str(tmp_path)])
+    except DataUnavailable as err:
+        pytest.skip(str(err))
+    assert {r["dataset"] for r in report["table"]} == {"nuclei-2d", "mni-gm-3d"}
+    assert len(report["runs"]) == 8 and all(0 <= r["dice"] <= 1 for r in report["runs"])
+    assert "Published pattern" in report["verdict"]
+    assert (tmp_path / "semiseg_smoke.png").stat().st_size > 1000
+
+
+def test_quickstart_demo(hub, tmp_path, monkeypatch):
+    from hubtools.quickstart import DemoContext
+    from hubtools.semiseg import demo
+
+    monkeypatch.setattr(demo, "DEMO_STEPS", 4)
+    ctx = DemoContext(hub_url=hub.url, token=hub.write_token, user=hub.user, work_dir=tmp_path)
+    result = demo.semiseg_demo(ctx)
+    assert result.metrics["reload_max_abs_diff"] == 0 and 0 <= result.metrics["test_dice"] <= 1
+    assert result.artifacts == [f"{hub.user}/semiseg-nuclei-bpl"]
+
+
+def test_config_files_validate():
+    from hubtools.config import load_config
+    from hubtools.semiseg.cli import TrainCommandConfig
+
+    files = sorted((REPO_ROOT / "configs" / "semiseg").glob("*.yaml"))
+    assert files
+    for path in files:
+        cfg = load_config(path, TrainCommandConfig)
+        assert cfg.data and cfg.output_dir
+
+
+def test_build_data_push_and_load_back_from_the_hub(hub, repo_id, tmp_path):
+    import datasets
+
+    from hubtools.cli import main
+    from hubtools.semiseg.data import from_datasets
+
+    try:
+        local = nuclei_dataset(labelled_fraction=0.25)
+    except DataUnavailable as err:
+        pytest.skip(str(err))
+    result = CliRunner().invoke(
+        main, ["semiseg", "build-data", "nuclei", "--labelled-fraction", "0.25", "--push", repo_id]
+    )
+    assert result.exit_code == 0, result.output
+    back = from_datasets(datasets.load_dataset(repo_id), class_names=local.class_names)
+    for name in ("labelled", "test"):
+        assert (back.splits[name].images == local.splits[name].images).all()
+        assert (back.splits[name].masks == local.splits[name].masks).all()
+    assert len(back.splits["unlabelled"].images) == 36
+
+
+def test_predict_writes_masks_for_nifti_volumes_and_tiff_images(tmp_path):
+    import nibabel
+    import numpy as np
+    import tifffile
+
+    from hubtools.semiseg.configuration_semiseg_unet import UNetSegConfig
+    from hubtools.semiseg.modeling_semiseg_unet import UNetForSemiSeg
+    from hubtools.semiseg.predict import predict_file
+
+    volume = (np.random.default_rng(0).random((20, 24, 8)) * 255).astype(np.uint8)
+    nibabel.save(nibabel.Nifti1Image(volume, np.diag([2.0, 2.0, 2.0, 1.0])), str(tmp_path / "v.nii.gz"))
+    tifffile.imwrite(tmp_path / "i.tif", volume[:, :, 0].astype(np.uint16))
+    for dims in (2, 3):
+        UNetForSemiSeg(UNetSegConfig(spatial_dims=dims, width=2, depth=1)).save_pretrained(
+            tmp_path / f"m{dims}"
+        )
+        counts = predict_file(str(tmp_path / f"m{dims}"), tmp_path / "v.nii.gz", tmp_path / f"o{dims}.nii.gz")
+        mask = nibabel.load(str(tmp_path / f"o{dims}.nii.gz"))
+        assert mask.shape == volume.shape and np.allclose(mask.affine, np.diag([2.0, 2.0, 2.0, 1.0]))
+        assert sum(counts.values()) == volume.size
+    predict_file(str(tmp_path / "m2"), tmp_path / "i.tif", tmp_path / "o.tif")
+    assert tifffile.imread(tmp_path / "o.tif").shape == (20, 24)
+    with pytest.raises(SegmentationDataError, match="cannot segment"):
+        predict_file(str(tmp_path / "m3"), tmp_path / "i.tif", tmp_path / "o3.tif")
+
+
+def test_multiclass_tissue_reports_each_class_and_learns_one_threshold_per_class(tmp_path):
+    try:
+        tissue = mni_dataset(dims=2, resolution=4, tissue="3class", labelled_fraction=0.1)
+    except DataUnavailable as err:
+        pytest.skip(str(err))
+    result = train_semiseg(tissue, quick(tmp_path, "tissue", steps=6), save_artifact=False)
+    assert {"dice/background", "dice/grey_matter", "dice/white_matter", "dice", "iou"} <= set(result.scores)
+    assert result.model.config.out_channels == 3
+    out = result.model(torch.from_numpy(tissue.splits["test"].images[:2]))
+    assert out.threshold_mu.shape == (2, 3)
