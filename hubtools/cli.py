@@ -18,6 +18,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("hubtools.quickstart:quickstart_command", "Run every capability's small demo against a local Hub."),
     "hub": ("hubtools.hub.server.cli:hub_group", "Run and administer a local Hub server."),
     "push": ("hubtools.hub.publish:push_command", "Publish an artifact folder (with its card) to a Hub."),
+    "longtail": ("hubtools.longtail.cli:longtail_group", "Long-tailed medical datasets (MONICA)."),
+    "data": ("hubtools.data.cli:data_group", "Data curation: InfoGrowth online cleaning and selection."),
+    "be-dinov2": (
+        "hubtools.models.be_dinov2.cli:be_dinov2_group",
+        "BE-DINORET: block-expanded DINOv2, continued pretraining, retinal evaluation.",
+    ),
+    "diffusion": (
+        "hubtools.diffusion.cli:diffusion_group",
+        "SpeeD: faster diffusion training (sampler, DDPM trainer, speed-up bench).",
+    ),
+    "paramgen": ("hubtools.paramgen.cli:paramgen_group", "p-diff / COND P-DIFF: generate parameters and LoRA adapters."),
+    "semiseg": ("hubtools.semiseg.cli:semiseg_group", "Semi-supervised segmentation with (Bayesian) pseudo labels."),
 }
 
 

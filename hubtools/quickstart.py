@@ -29,6 +29,12 @@ from hubtools.config import StrictModel, config_option
 # Each capability's demo module, in the order the table shows them.
 DEMO_MODULES: list[str] = [
     "hubtools.hub.demo",
+    "hubtools.longtail.demo",
+    "hubtools.data.demo",
+    "hubtools.models.be_dinov2.demo",
+    "hubtools.diffusion.demo",
+    "hubtools.paramgen.demo",
+    "hubtools.semiseg.demo",
 ]
 
 QUICKSTART_USER = "quickstart"
