@@ -1,7 +1,7 @@
 """Test set-up. The environment is set at the very top, before anything imports
 huggingface_hub, datasets or transformers: those capture HF_ENDPOINT at import time
 (see shared/specs/local_hub.md section 2.2), so setting it later would silently
-target huggingface.co."""
+target the public Hub."""
 
 import os
 import socket

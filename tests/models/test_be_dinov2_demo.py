@@ -14,6 +14,6 @@ def test_demo(hub, tmp_path: Path) -> None:
     result = be_dinov2_demo(ctx)
     assert result.artifacts == [f"{hub.user}/be-dinoret-tiny"]
     assert (
-        result.metrics["identity_max_diff_at_init"] == 0 and result.metrics["remote_code_max_abs_diff"] == 0
+        result.metrics["identity_max_diff_at_init"] == 0 and result.metrics["hub_reload_max_abs_diff"] == 0
     )
     assert result.metrics["ssl_steps"] == 12 and result.metrics["teacher_cls_std"] > 1e-3
