@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "paramgen": ("hubtools.paramgen.cli:paramgen_group", "p-diff / COND P-DIFF: generate parameters and LoRA adapters."),
     "semiseg": ("hubtools.semiseg.cli:semiseg_group", "Semi-supervised segmentation with (Bayesian) pseudo labels."),
+    "retizero": ("hubtools.models.retizero.cli:retizero_group", "RetiZero: retinal vision-language model, zero-shot and retrieval."),
 }
 
 

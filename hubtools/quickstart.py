@@ -35,6 +35,7 @@ DEMO_MODULES: list[str] = [
     "hubtools.diffusion.demo",
     "hubtools.paramgen.demo",
     "hubtools.semiseg.demo",
+    "hubtools.models.retizero.demo",
 ]
 
 QUICKSTART_USER = "quickstart"

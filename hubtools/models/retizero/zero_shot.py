@@ -1,0 +1,185 @@
+"""Zero-shot classification from prompts (with prompt ensembling) and image-to-image retrieval (faiss), with
+Top-k accuracy and precision@k / hit@k computed locally (no `evaluate`, which needs the Hub)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hubtools.models.retizero.modeling_retizero import RetiZeroModel
+from hubtools.models.retizero.processing_retizero import RetiZeroProcessor
+
+DEFAULT_TEMPLATE = "A fundus photograph of {}"
+KS = (1, 3, 5)
+
+
+def check_class_names(class_names: Sequence[str]) -> list[str]:
+    names = [str(n).strip() for n in class_names]
+    if len(names) < 2:
+        raise ValueError(f"zero-shot classification needs at least 2 class names, got {names}")
+    by_key: dict[str, list[str]] = {}
+    for name in names:
+        by_key.setdefault(name.lower(), []).append(name)
+    duplicates = [spellings for spellings in by_key.values() if len(spellings) > 1]
+    if duplicates:
+        raise ValueError(f"duplicate class names (case-insensitive): {duplicates}")
+    if any(not n for n in names):
+        raise ValueError(f"empty class name in {list(class_names)}")
+    return names
+
+
+@torch.no_grad()
+def class_text_embeddings(
+    model: RetiZeroModel,
+    processor: RetiZeroProcessor,
+    class_names: Sequence[str],
+    templates: Sequence[str] = (DEFAULT_TEMPLATE,),
+) -> torch.Tensor:
+    """One embedding per class: the normalised mean of the normalised embeddings of each template's prompt."""
+    names = check_class_names(class_names)
+    templates = [templates] if isinstance(templates, str) else list(templates)
+    bad = [t for t in templates if "{}" not in t]
+    if not templates or bad:
+        raise ValueError(
+            f"every template needs a '{{}}' placeholder for the class name, got {bad or templates}"
+        )
+    per_template = []
+    for template in templates:
+        enc = processor(text=[template.format(n) for n in names])
+        per_template.append(model.get_text_features(**enc).pooler_output)
+    return F.normalize(torch.stack(per_template).mean(dim=0), dim=-1)
+
+
+@torch.no_grad()
+def zero_shot_classify(
+    model: RetiZeroModel,
+    processor: RetiZeroProcessor,
+    images: Sequence,
+    class_names: Sequence[str],
+    templates: Sequence[str] = (DEFAULT_TEMPLATE,),
+    batch_size: int = 32,
+) -> torch.Tensor:
+    """``softmax(exp(s)·I·Tᵀ)`` over classes, shape (n_images, n_classes)."""
+    text = class_text_embeddings(model, processor, class_names, templates)
+    images = list(images)
+    image = torch.cat(
+        [
+            model.get_image_features(
+                processor(images=images[i : i + batch_size])["pixel_values"]
+            ).pooler_output
+            for i in range(0, len(images), batch_size)
+        ]
+    )
+    return (model.effective_logit_scale() * image @ text.t()).softmax(dim=-1)
+
+
+def topk_accuracy(
+    scores: np.ndarray | torch.Tensor, labels: Sequence[int], ks: Sequence[int] = KS
+) -> dict[str, float]:
+    """Fraction of rows whose true class is among the k highest scores (ties broken by class index);
+    only k < number of classes is reported."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels)
+    n_classes = scores.shape[1]
+    order = np.argsort(-scores, axis=1, kind="stable")
+    rank = np.argmax(order == labels[:, None], axis=1)
+    return {f"top{k}": float((rank < k).mean()) for k in ks if k < n_classes}
+
+
+SIMILARITIES = ("cosine", "retizero")
+
+
+def retizero_similarity(embeddings: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """The anchor's (not symmetric) similarity ``s_ij = (‖e_j‖/2) / (‖e_j‖/2 + ‖e_i − e_j‖)`` on raw features."""
+    x = torch.as_tensor(np.asarray(embeddings), dtype=torch.float64)
+    half = x.norm(dim=1)[None, :] / 2
+    return half / (half + torch.cdist(x, x))
+
+
+def nearest_neighbours(
+    embeddings: np.ndarray | torch.Tensor, k: int, similarity: str = "cosine"
+) -> np.ndarray:
+    """Indices (n, k) of each item's k most similar OTHER items; the query is dropped by index, so an exact
+    duplicate of it still counts. ``"cosine"``: faiss inner-product index on unit vectors; ``"retizero"``:
+    :func:`retizero_similarity`, brute force (n × n)."""
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+    n = len(embeddings)
+    if not 0 < k < n:
+        raise ValueError(f"k must be between 1 and the number of items - 1 ({n - 1}), got {k}")
+    if similarity == "retizero":
+        scores = retizero_similarity(embeddings)
+        scores.fill_diagonal_(-float("inf"))
+        return np.argsort(-scores.numpy(), axis=1, kind="stable")[:, :k]
+    import faiss
+
+    x = F.normalize(torch.as_tensor(np.asarray(embeddings), dtype=torch.float32), dim=-1).numpy()
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    _, found = index.search(x, k + 1)
+    return np.array([[j for j in row if j != i and j >= 0][:k] for i, row in enumerate(found)])
+
+
+def retrieval_metrics(
+    embeddings: np.ndarray | torch.Tensor,
+    labels: Sequence,
+    ks: Sequence[int] = KS,
+    similarity: str = "cosine",
+) -> dict[str, float]:
+    """Image-to-image retrieval, each item querying all OTHER items (``similarity`` as in
+    :func:`nearest_neighbours`): ``p@k`` = share of the top k with the query's label, ``hit@k`` = any of the top k
+    has it (only k < number of items)."""
+    labels = np.asarray(labels)
+    ks = [k for k in ks if k < len(labels)]
+    same = labels[nearest_neighbours(embeddings, max(ks), similarity)] == labels[:, None]
+    metrics = {}
+    for k in ks:
+        metrics[f"p@{k}"] = float(same[:, :k].mean())
+        metrics[f"hit@{k}"] = float(same[:, :k].any(axis=1).mean())
+    return metrics
+
+
+def retrieval_grid_png(
+    images: Sequence, labels: Sequence, neighbours: np.ndarray, path: str | Path, n_queries: int = 6
+) -> Path:
+    """A PNG grid: one row per query (first column), then its retrieved images; green/red titles = same/other
+    label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, cols = min(n_queries, len(images)), neighbours.shape[1] + 1
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.7 * rows), squeeze=False)
+    for r in range(rows):
+        for c in range(cols):
+            j = r if c == 0 else int(neighbours[r, c - 1])
+            ax = axes[r][c]
+            ax.imshow(images[j])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            color = "black" if c == 0 else ("green" if labels[j] == labels[r] else "red")
+            ax.set_title(("query: " if c == 0 else f"#{c}: ") + str(labels[j]), fontsize=7, color=color)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "check_class_names",
+    "class_text_embeddings",
+    "nearest_neighbours",
+    "retrieval_grid_png",
+    "retizero_similarity",
+    "retrieval_metrics",
+    "topk_accuracy",
+    "zero_shot_classify",
+]
