@@ -8,6 +8,7 @@ Training and evaluation commands join this group from the methods side.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -144,3 +145,79 @@ def profile_command(n_max: int, classes: int, ratio: float, rounding: str) -> No
     counts = profile(n_max, classes, ratio, rounding)  # type: ignore[arg-type]
     click.echo(" ".join(str(c) for c in counts))
     click.echo(f"total {sum(counts)}")
+
+
+@longtail_group.command("train")
+@click.argument("config_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--dataset", default=None, help="Long-tailed set: a `longtail build` folder or a Hub dataset repo."
+)
+@click.option("--config", "config", default=None, help="Dataset config (e.g. r100) of a Hub repo.")
+@click.option(
+    "--method", default=None, help="Method name (hubtools.longtail.methods.METHODS), e.g. ldam_drw."
+)
+@click.option(
+    "--stage1",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Model folder of the first stage (two-stage and post-hoc methods).",
+)
+@click.option(
+    "--backbone",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Local pretrained transformers backbone folder (default: the YAML's, else a random ResNet).",
+)
+@click.option(
+    "--output",
+    "output_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run folder; the model is written to OUTPUT/model.",
+)
+@click.option("--epochs", "num_epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--image-size", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+def train_command(config_file: Path | None, **flags: object) -> None:
+    """Train a long-tail method; CONFIG_FILE is a YAML of LongTailTrainConfig (flags given win)."""
+    from hubtools.config import load_config, validate_config
+    from hubtools.longtail.trainer import LongTailTrainConfig, train_longtail
+
+    backbone = flags.pop("backbone")
+    try:
+        if config_file is not None:
+            cfg = load_config(config_file, LongTailTrainConfig, overrides=flags)
+        else:
+            cfg = validate_config(
+                {k: v for k, v in flags.items() if v is not None}, LongTailTrainConfig, "flags"
+            )
+        if backbone is not None:
+            cfg = cfg.model_copy(update={"backbone": cfg.backbone.model_copy(update={"path": backbone})})
+        folder = train_longtail(cfg)
+    except HubtoolsError as err:
+        raise click.ClickException(str(err)) from None
+    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["test"]
+    click.echo(
+        " ".join(
+            f"{k}={metrics[k]:.2f}" for k in ("top1", "balanced_acc", "many_acc", "medium_acc", "few_acc")
+        )
+    )
+    click.echo(f"saved {folder} (push with: hubtools push {folder} REPO)")
+
+
+@longtail_group.command("eval")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--dataset", required=True)
+@click.option("--config", "config", default=None)
+@click.option("--split", default="test", show_default=True)
+def eval_command(model_dir: Path, dataset: str, config: str | None, split: str) -> None:
+    """Print the lt_report (JSON) of a trained long-tail model on a split."""
+    from hubtools.longtail.trainer import evaluate_model
+
+    try:
+        report = evaluate_model(model_dir, dataset, config, split)
+    except HubtoolsError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(json.dumps(report, indent=2))

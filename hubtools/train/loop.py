@@ -41,7 +41,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -96,6 +96,7 @@ def train(
     eval_fn: Callable[[TrainState], Mapping[str, float]] | None = None,
     on_step_end: Callable[[TrainState], None] | None = None,
     checkpoint_objects: Sequence[Any] = (),
+    sampler: Sampler | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train_dataset`` by minimising ``loss_fn(model, batch)``.
 
@@ -115,6 +116,10 @@ def train(
 
     Seed before building the model if its initial weights must be reproducible: this function
     seeds (``config.seed``) only the training itself.
+
+    ``sampler`` replaces the shuffle (re-sampling methods). For exact resume and several processes
+    it must draw the same indices on every process, depending only on its seed and the epoch it
+    gets through ``set_epoch``; accelerate splits its batches between the processes.
     """
     out_dir = Path(config.output_dir)
     checkpoints_dir = out_dir / CHECKPOINTS_DIR
@@ -129,7 +134,8 @@ def train(
         loader = DataLoader(
             train_dataset,
             batch_size=config.batch_size,
-            shuffle=True,
+            shuffle=sampler is None,
+            sampler=sampler,
             drop_last=config.drop_last,
             collate_fn=collate_fn,
             num_workers=config.num_workers,
