@@ -119,37 +119,17 @@ def run_digits(
     seed: int, smoke: bool, work: Path, out_dir: Path, normalization: str = "global"
 ) -> dict[str, Any]:
     from hubtools.paramgen.digits import (
-        SUBSET_PATTERN,
         accuracy,
-        classification_loss,
+        collect_digits_checkpoints,
         load_digits_splits,
         train_host,
     )
 
     splits = load_digits_splits(seed)
     host = train_host(splits, work / "host", epochs=3 if smoke else 15, seed=seed)
-    spec = ParamSpec.from_model(host, SUBSET_PATTERN)
     k, every = (20, 2) if smoke else (100, 5)
-    cfg = TrainConfig(
-        output_dir=work / "collect",
-        seed=seed,
-        max_steps=1,
-        batch_size=64,
-        optimizer="sgd",
-        lr=0.1,
-        momentum=0.9,
-        weight_decay=5e-4,
-        log_every=1000,
-        keep_last=1,
-    )
-    ckpts = collect_checkpoints(
-        host,
-        spec,
-        TensorDataset(splits.x_train, splits.y_train),
-        classification_loss,
-        cfg,
-        num_checkpoints=k,
-        save_every=every,
+    ckpts = collect_digits_checkpoints(
+        host, splits, work / "collect", seed=seed, num_checkpoints=k, save_every=every
     )
     pcfg = PDiffTrainConfig(
         output_dir=work / "pdiff",

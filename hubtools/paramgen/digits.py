@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +18,9 @@ from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 
 from hubtools.train import TrainConfig, train
+
+if TYPE_CHECKING:  # collect imports torch-heavy helpers; the runtime import stays local
+    from hubtools.paramgen.collect import CheckpointSet
 
 SUBSET_PATTERN = r"^bn3\.(weight|bias)$"
 
@@ -110,6 +114,42 @@ class DigitsRun:
     stats: dict
 
 
+def collect_digits_checkpoints(
+    host: DigitsCNN,
+    splits: DigitsSplits,
+    output_dir: Path,
+    *,
+    seed: int = 0,
+    num_checkpoints: int = 100,
+    save_every: int = 5,
+) -> CheckpointSet:
+    """Continue training the host's last BN only (SGD, the p-diff recipe) and snapshot it every ``save_every`` steps."""
+    from hubtools.paramgen.collect import collect_checkpoints
+    from hubtools.paramgen.spec import ParamSpec
+
+    cfg = TrainConfig(
+        output_dir=output_dir,
+        seed=seed,
+        max_steps=1,
+        batch_size=64,
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=5e-4,
+        log_every=1000,
+        keep_last=1,
+    )
+    return collect_checkpoints(
+        host,
+        ParamSpec.from_model(host, SUBSET_PATTERN),
+        TensorDataset(splits.x_train, splits.y_train),
+        classification_loss,
+        cfg,
+        num_checkpoints=num_checkpoints,
+        save_every=save_every,
+    )
+
+
 def run_digits_pdiff(
     work_dir: Path,
     *,
@@ -125,34 +165,13 @@ def run_digits_pdiff(
     import time
 
     from hubtools.paramgen.cli import PRESETS
-    from hubtools.paramgen.collect import collect_checkpoints
-    from hubtools.paramgen.spec import ParamSpec
     from hubtools.paramgen.training import PDiffTrainConfig, train_pdiff
 
     splits = load_digits_splits(seed)
     start = time.perf_counter()
     host = train_host(splits, work_dir / "host", epochs=host_epochs, seed=seed)
-    spec = ParamSpec.from_model(host, SUBSET_PATTERN)
-    cfg = TrainConfig(
-        output_dir=work_dir / "collect",
-        seed=seed,
-        max_steps=1,
-        batch_size=64,
-        optimizer="sgd",
-        lr=0.1,
-        momentum=0.9,
-        weight_decay=5e-4,
-        log_every=100,
-        keep_last=1,
-    )
-    ckpts = collect_checkpoints(
-        host,
-        spec,
-        TensorDataset(splits.x_train, splits.y_train),
-        classification_loss,
-        cfg,
-        num_checkpoints=num_checkpoints,
-        save_every=save_every,
+    ckpts = collect_digits_checkpoints(
+        host, splits, work_dir / "collect", seed=seed, num_checkpoints=num_checkpoints, save_every=save_every
     )
     ckpts.info.update({"host": "digits-cnn", "pattern": SUBSET_PATTERN, "seed": seed})
     collect_s = time.perf_counter() - start
