@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -202,8 +203,13 @@ def _curation_text(cfg: InfoGrowthConfig, ig: InfoGrowth, stats: dict[str, Any],
     return "\n".join(lines)
 
 
-def curate_to_folder(cfg: InfoGrowthConfig, show_progress: bool = True) -> dict[str, Any]:
-    """Run the whole command: curate, select, write the dataset folder, optionally push. Returns the summary."""
+def curate_to_folder(
+    cfg: InfoGrowthConfig, show_progress: bool = True, zoo_fields: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Run the whole command: curate, select, write the dataset folder, optionally push. Returns the summary.
+
+    ``zoo_fields`` (modality, anatomy, task, reproduce) go to the dataset card for the model zoo.
+    """
     from tqdm.auto import tqdm
 
     from hubtools.hub.artifacts import atomic_dir
@@ -340,6 +346,7 @@ def curate_to_folder(cfg: InfoGrowthConfig, show_progress: bool = True) -> dict[
             splits=splits,
             source_data=f"`{cfg.dataset}` (split `{cfg.split}`; trusted seed split `{cfg.seed_split}`).",
             curation=_curation_text(cfg, ig, stats, int(selected.sum())),
+            **(zoo_fields or {}),
         )
         card.save(tmp / "README.md")
     if repo_id:

@@ -90,7 +90,12 @@ def infogrowth_demo(ctx: DemoContext) -> DemoResult:
         out=ctx.work_dir / "selection",
         push_to_hub=repo,
     )
-    summary = curate_to_folder(cfg, show_progress=False)
+    zoo_fields = {
+        "modality": "image",
+        "task": "image-classification",
+        "reproduce": "hubtools quickstart --only infogrowth",
+    }
+    summary = curate_to_folder(cfg, show_progress=False, zoo_fields=zoo_fields)
     back = load_dataset(repo, split="train")
     rejected = load_dataset(repo, split="rejected")
     if back.num_rows != summary["selected"]:

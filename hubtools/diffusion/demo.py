@@ -51,7 +51,9 @@ def speed_demo(ctx: DemoContext) -> DemoResult:
         shutil.rmtree(config.output_dir)
     images = load_images("digits", image_size=config.image_size)
     with one_torch_thread():
-        out = train_ddpm(config, images)
+        out = train_ddpm(
+            config, images, zoo_fields={"modality": "image", "reproduce": "hubtools quickstart --only speed"}
+        )
     push_artifact(out.pipeline_dir, repo)
 
     def draw(pipe: DDPMPipeline) -> np.ndarray:

@@ -279,13 +279,15 @@ def train_ddpm(
     eval_images: torch.Tensor | None = None,
     quality_fn: Callable[[UNet2DModel, DDPMScheduler], Mapping[str, float]] | None = None,
     save: bool = True,
+    zoo_fields: Mapping[str, str] | None = None,
 ) -> DDPMTrainOutput:
     """Train on ``images`` ([N, C, S, S] in [-1, 1]) and save ``OUTPUT/pipeline`` (the pushable repo folder).
 
     Every evaluation (``eval_every`` steps and at the end) scores the EMA weights: the
     held-out denoising loss on ``eval_images`` (default: the first ``eval_examples`` training
     images) and, if given, ``quality_fn(ema_unet, scheduler)`` (e.g. the benchmark's FID).
-    ``save=False`` skips the pipeline folder (the benchmark keeps only curves).
+    ``save=False`` skips the pipeline folder (the benchmark keeps only curves). ``zoo_fields``
+    (modality, anatomy, task, reproduce) go to the card for the model zoo.
     """
     set_seed(config.seed)  # the initial weights: the same for every sampler under one seed (paired design)
     unet = build_unet(config)
@@ -330,7 +332,9 @@ def train_ddpm(
     ema.copy_to(ema_unet.parameters())
     pipeline_dir = Path(config.output_dir) / PIPELINE_DIR
     if save and PartialState().is_main_process:
-        save_pipeline(config, ema_unet, scheduler, sampler, result.metrics, result.step, pipeline_dir)
+        save_pipeline(
+            config, ema_unet, scheduler, sampler, result.metrics, result.step, pipeline_dir, zoo_fields
+        )
         if config.push_to_hub:
             from hubtools.hub.publish import push_artifact
 
@@ -346,6 +350,7 @@ def save_pipeline(
     metrics: Mapping[str, float],
     step: int,
     folder: Path,
+    zoo_fields: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the repo folder whole or not at all: DDPMPipeline, sampler config, metrics, sample grid, card."""
     pipe = DDPMPipeline(unet=unet, scheduler=scheduler)
@@ -395,6 +400,7 @@ def save_pipeline(
             },
             evaluation_notes="`heldout_mse*`: noise-prediction MSE of the EMA weights on a fixed t grid "
             "(10, 30, ..., 990) with fixed noise, uniform over t. `samples.png`: a grid of samples.",
+            **(zoo_fields or {}),
         )
         card.save(tmp / "README.md")
         (tmp / "training_config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n")

@@ -24,6 +24,12 @@ accepted shape is one mapping, or a list of them (one per task and dataset split
         "values": {"accuracy": 0.91, "tail_accuracy": 0.62},  # metric id -> number or string (required)
         "source": {"name": "hubtools benchmark", "url": "https://..."},  # optional
     }
+
+Catalogue fields (:data:`ZOO_FIELDS`) are optional metadata the model zoo (``hubtools.hub.zoo``)
+reads from every card, so the card stays the one source of truth: ``modality`` (e.g. "fundus
+photography", "MRI"), ``anatomy`` ("retina", "brain"), ``task`` (a Hub task id, for kinds without a
+``pipeline_tag``) and ``reproduce`` (the command that rebuilds the artifact). Pass them to
+:func:`render_card` as keywords; they land in the YAML header next to ``license`` and ``tags``.
 """
 
 from __future__ import annotations
@@ -83,6 +89,8 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "vision_backbone": {
         "library_name": "transformers",
         "pipeline_tag": "image-feature-extraction",
+        "modality": "fundus photography",
+        "anatomy": "retina",
         "tags": ["hubtools", "dinov2", "block-expansion", "retina", "medical"],
     },
     "vision_language": {
@@ -92,6 +100,8 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "parameter_generator": {
         "library_name": "diffusers",
+        "modality": "model parameters",
+        "task": "parameter-generation",
         "tags": ["hubtools", "p-diff", "parameter-generation"],
     },
     "diffusion_model": {
@@ -105,6 +115,9 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "space": {"sdk": "gradio", "app_file": "app.py", "tags": ["hubtools"]},
 }
+
+# Optional catalogue metadata the zoo reads from every card (see the module docstring).
+ZOO_FIELDS: tuple[str, ...] = ("modality", "anatomy", "task", "reproduce")
 
 # Names render_card passes to the template itself, or that RepoCard.from_template takes.
 _RESERVED_TEMPLATE_VARS = {"kind", "evaluations", "card_data", "template_path", "template_str"}
@@ -261,6 +274,10 @@ def render_card(
     *,
     card_data: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | list[Mapping[str, Any]] | None = None,
+    modality: str | None = None,
+    anatomy: str | None = None,
+    task: str | None = None,
+    reproduce: str | None = None,
     **template_vars: Any,
 ) -> RepoCard:
     """Render the ``model_cards/<kind>.md`` template into a card.
@@ -292,6 +309,15 @@ def render_card(
     if card_data is not None and not isinstance(card_data, Mapping):
         raise CardError(f"card_data: expected a mapping, got {type(card_data).__name__}")
     data = _merged_card_data(kind, card_data or {})
+    zoo_fields = {"modality": modality, "anatomy": anatomy, "task": task, "reproduce": reproduce}
+    for key, value in zoo_fields.items():
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise CardError(f"{key}: expected a non-empty string, got {value!r}")
+        if card_data and key in card_data and card_data[key] != value:
+            raise CardError(f"{key}: given as {value!r} and as card_data[{key!r}]={card_data[key]!r}")
+        data[key] = value
 
     evaluations: list[dict[str, Any]] = []
     if metrics is not None:

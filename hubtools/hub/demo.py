@@ -51,6 +51,8 @@ def hub_roundtrip(ctx: DemoContext) -> DemoResult:
             model_name="all-MiniLM-L6-v2 (hubtools round trip)",
             summary="The real all-MiniLM-L6-v2 weights, republished to check the Hub round trip byte for byte.",
             repo_id=model_repo,
+            modality="text",
+            reproduce="hubtools quickstart --only hub",
         )
         card.save(tmp / "README.md")
     push_artifact(folder, model_repo)

@@ -22,7 +22,7 @@ import os
 import sys
 import zipfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -738,10 +738,12 @@ def save_build(
     ds: datasets.DatasetDict,
     lt: LTProfile,
     repo_id: str | None = None,
+    zoo_fields: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the local artifact: ``data/`` (save_to_disk), ``longtail/<config>.json`` and ``.png``, ``README.md``.
 
-    Written through :func:`hubtools.hub.artifacts.atomic_dir`: whole or not at all.
+    Written through :func:`hubtools.hub.artifacts.atomic_dir`: whole or not at all. ``zoo_fields``
+    (modality, anatomy, task, reproduce) go to the card for the model zoo.
     """
     from hubtools.hub.artifacts import atomic_dir, save_card
 
@@ -750,7 +752,7 @@ def save_build(
         ds.save_to_disk(str(tmp / "data"))
         lt.to_json(tmp / "longtail" / f"{cfg}.json")
         counts_chart(lt, tmp / "longtail" / f"{cfg}.png", f"{name} ({cfg}): train images per class")
-        save_card(tmp, dataset_card(name, builder, ds, lt, repo_id, cfg))
+        save_card(tmp, dataset_card(name, builder, ds, lt, repo_id, cfg, zoo_fields))
     return Path(folder)
 
 
@@ -818,6 +820,7 @@ def dataset_card(
     lt: LTProfile,
     repo_id: str | None,
     cfg_name: str,
+    zoo_fields: Mapping[str, str] | None = None,
 ) -> Any:
     """The dataset card (``hubtools.hub.cards`` "dataset" template) with the long-tail facts."""
     from hubtools.hub.cards import render_card
@@ -863,4 +866,5 @@ def dataset_card(
         ).strip(),
         medical=True,
         license=f"{builder.LICENSE} ({builder.LICENSE_NAME})" if builder.LICENSE_NAME else builder.LICENSE,
+        **(zoo_fields or {}),
     )

@@ -49,7 +49,17 @@ def semiseg_demo(ctx: DemoContext) -> DemoResult:
         result = train_semiseg(data, cfg, save_artifact=False)
         repo = ctx.repo_id("semiseg-nuclei-bpl")
         folder = save_model_artifact(
-            result.model, cfg.output_dir / MODEL_DIR, cfg, data, result.scores, repo_id=repo
+            result.model,
+            cfg.output_dir / MODEL_DIR,
+            cfg,
+            data,
+            result.scores,
+            repo_id=repo,
+            zoo_fields={
+                "modality": "fluorescence microscopy",
+                "anatomy": "cell nuclei",
+                "reproduce": "hubtools quickstart --only semiseg",
+            },
         )
         push_artifact(folder, repo)
         reloaded = UNetForSemiSeg.from_pretrained(repo).eval()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -343,9 +344,11 @@ def save_model_artifact(
     data: SegmentationData,
     scores: dict[str, float],
     repo_id: str | None = None,
+    zoo_fields: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the Hub repo folder: config + safetensors + remote code (``AutoModel`` with
-    ``trust_remote_code=True``) + a ``segmentation_model`` card with the method, prior and scores."""
+    ``trust_remote_code=True``) + a ``segmentation_model`` card with the method, prior and scores
+    (and ``zoo_fields``: modality, anatomy, task, reproduce, for the model zoo)."""
     from hubtools.hub.cards import render_card
 
     model.config.register_for_auto_class()
@@ -379,6 +382,7 @@ def save_model_artifact(
         hyperparameters={
             k: v for k, v in cfg.model_dump(mode="json").items() if k not in ("output_dir", "resume")
         },
+        **(zoo_fields or {}),
     )
     with atomic_dir(folder) as tmp:
         model.save_pretrained(tmp)

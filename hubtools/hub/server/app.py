@@ -26,6 +26,7 @@ from urllib.parse import quote
 import yaml
 from aiohttp import web
 
+from hubtools.hub.server.collections import add_collection_routes
 from hubtools.hub.server.errors import HubError, bad_request, entry_not_found, repo_not_found
 from hubtools.hub.server.naming import (
     REPO_TYPES,
@@ -935,6 +936,7 @@ def create_app(cfg: HubConfig, store: Store | None = None) -> web.Application:
     r.add_post("/api/validate-yaml", hub.validate_yaml)
     r.add_post("/api/repos/create", hub.create_repo)
     r.add_delete("/api/repos/delete", hub.delete_repo)
+    add_collection_routes(r, hub)  # before /api/{t}, which would take /api/collections
     r.add_put("/_hub/lfs/{oid}", hub.lfs_put)
     r.add_post("/_hub/lfs/{oid}/verify", hub.lfs_verify)
     r.add_get("/api/{t}", hub.list_repos)

@@ -65,6 +65,13 @@ CREATE TABLE IF NOT EXISTS refs(
 CREATE TABLE IF NOT EXISTS repo_lfs(
     repo_pk INTEGER NOT NULL REFERENCES repos(pk) ON DELETE CASCADE, sha256 TEXT NOT NULL,
     size INTEGER NOT NULL, PRIMARY KEY(repo_pk, sha256));
+CREATE TABLE IF NOT EXISTS collections(
+    slug TEXT PRIMARY KEY, ns TEXT NOT NULL, title TEXT NOT NULL, description TEXT, private INTEGER NOT NULL,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, UNIQUE(ns, title));
+CREATE TABLE IF NOT EXISTS collection_items(
+    slug TEXT NOT NULL REFERENCES collections(slug) ON DELETE CASCADE, object_id TEXT NOT NULL,
+    item_type TEXT NOT NULL, item_id TEXT NOT NULL, position INTEGER NOT NULL, note TEXT,
+    PRIMARY KEY(slug, object_id), UNIQUE(slug, item_type, item_id));
 """
 
 

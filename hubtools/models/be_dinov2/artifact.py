@@ -62,8 +62,12 @@ def save_backbone(
     repo_id: str | None = None,
     model_name: str | None = None,
     summary: str | None = None,
+    zoo_fields: Mapping[str, str] | None = None,
 ) -> Path:
-    """Save ``model`` (a ``BeDinov2Model`` or classifier) with processor and card; returns the folder."""
+    """Save ``model`` (a ``BeDinov2Model`` or classifier) with processor and card; returns the folder.
+
+    ``zoo_fields`` (modality, anatomy, task, reproduce) go to the card for the model zoo.
+    """
     out_dir = Path(out_dir)
     card_data: dict[str, Any] = {"license": "apache-2.0", "tags": RETINA_TAGS}
     if base_model:
@@ -82,6 +86,7 @@ def save_backbone(
         training_data=training_data,
         training_procedure=training_procedure,
         hyperparameters=dict(hyperparameters) if hyperparameters else None,
+        **(zoo_fields or {}),
     )
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)

@@ -90,6 +90,7 @@ def _run(ctx: DemoContext) -> DemoResult:
         training_data=f"{len(tiles)} tiles of the real fundus photo `skimage.data.retina()` (CC0).",
         training_procedure=f"Tiny random-init DINOv2 (no DINOv2 weights offline), expanded 4 -> 6 blocks, "
         f"{result.train.step} steps of BE continued SSL (DINO + iBOT + KoLeo).",
+        zoo_fields={"reproduce": "hubtools quickstart --only be-dinov2"},
     )
     push_artifact(folder, repo_id)
     reloaded = AutoModel.from_pretrained(repo_id).eval()
