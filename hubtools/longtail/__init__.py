@@ -5,7 +5,9 @@
 - :mod:`hubtools.longtail.sources`: builder bases shared by ``dataset_scripts/`` (MedMNIST npz, label sheets).
 - :mod:`hubtools.longtail.losses`, :mod:`~hubtools.longtail.methods` (registry, ``get_loss``),
   :mod:`~hubtools.longtail.samplers` (``get_sampler``), :mod:`~hubtools.longtail.classifiers`
-  (``get_classifier``), :mod:`~hubtools.longtail.metrics` (``lt_report``), :mod:`~hubtools.longtail.trainer`.
+  (``get_classifier``), :mod:`~hubtools.longtail.augment` (mixup, RandAugment, RSG),
+  :mod:`~hubtools.longtail.experts` (SADE/RIDE expert heads), :mod:`~hubtools.longtail.metrics`
+  (``lt_report``), :mod:`~hubtools.longtail.trainer` (also SAM, BBN, flexible sampling).
 - :mod:`hubtools.longtail.cli`: ``hubtools longtail build|profile|train|eval``.
 
 Submodules are imported on use so ``import hubtools.longtail`` stays light.

@@ -346,3 +346,160 @@ class LabelAwareSmoothing(LongTailLoss):
         one_hot = F.one_hot(targets, self.num_classes).float()
         target = one_hot * (1.0 - eps) + (1.0 - one_hot) * eps / (self.num_classes - 1)
         return -(target * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+
+
+class RangeLoss(LongTailLoss):
+    """CE + lambda_R * L_R on features f (Zhang et al., Range Loss), the anchor's legacy form without CE.
+
+    L_R = a L_intra + b L_inter with, per class c present at least twice in the batch,
+    L_intra = sum_c k / sum_{j<=k} 1/D_{c,j} (D_{c,j} the j-th largest Euclidean distance between two
+    features of class c; fewer pairs than k: all of them) and
+    L_inter = max(0, m - min_{c != c'} ||mu_c - mu_c'||^2) over the class means of the batch.
+    ``legacy=True`` reproduces the anchor: L_R applied to the logits and no CE term.
+    """
+
+    needs_features = True
+
+    def __init__(
+        self,
+        cls_num_list: Sequence[int],
+        k: int = 2,
+        margin: float = 0.1,
+        lambda_r: float = 1.0,
+        intra_weight: float = 0.5,
+        inter_weight: float = 0.5,
+        legacy: bool = False,
+    ) -> None:
+        super().__init__(cls_num_list)
+        if k < 1:
+            raise ConfigError(f"range_loss k must be >= 1, got {k}")
+        self.k, self.margin, self.lambda_r, self.legacy = k, margin, lambda_r, legacy
+        self.intra_weight, self.inter_weight = intra_weight, inter_weight
+
+    def range_term(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        f = features.float()
+        intra = f.new_zeros(())
+        centres = []
+        for c in targets.unique().tolist():
+            fc = f[targets == c]
+            centres.append(fc.mean(dim=0))
+            if fc.shape[0] < 2:
+                continue
+            i, j = torch.triu_indices(fc.shape[0], fc.shape[0], offset=1)
+            dist = (fc[i] - fc[j]).pow(2).sum(dim=1).clamp_min(1e-12).sqrt()
+            top = dist.topk(min(self.k, dist.numel())).values
+            intra = intra + top.numel() / (1.0 / top).sum()
+        inter = f.new_zeros(())
+        if len(centres) > 1:
+            mu = torch.stack(centres)
+            i, j = torch.triu_indices(len(centres), len(centres), offset=1)
+            inter = (self.margin - (mu[i] - mu[j]).pow(2).sum(dim=1).min()).clamp_min(0.0)
+        return self.intra_weight * intra + self.inter_weight * inter
+
+    def forward(
+        self, logits: torch.Tensor, targets: torch.Tensor, features: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        self.check(logits, targets)
+        if self.legacy:
+            return self.range_term(logits, targets)
+        if features is None or features.shape[0] != logits.shape[0]:
+            raise ConfigError("range_loss needs the batch features: loss(logits, targets, features=f)")
+        return F.cross_entropy(logits.float(), targets) + self.lambda_r * self.range_term(features, targets)
+
+
+def reversed_prior(cls_num_list: Sequence[int]) -> torch.Tensor:
+    """pi with its values reversed by rank: the most frequent class gets the smallest prior (SADE)."""
+    counts = _counts(cls_num_list)
+    prior = counts / counts.sum()
+    order = torch.argsort(prior, stable=True)
+    out = torch.empty_like(prior)
+    out[order] = prior[order.flip(0)]
+    return out.float()
+
+
+class ExpertLoss(LongTailLoss):
+    """Base of multi-expert losses: ``logits`` are K x B x C, one slice per expert."""
+
+    num_experts = 3
+
+    def check(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        if logits.ndim != 3 or logits.shape[2] != self.num_classes:
+            raise ConfigError(
+                f"{type(self).__name__} takes expert logits K x B x {self.num_classes}, got {tuple(logits.shape)}"
+            )
+        if targets.shape != logits.shape[1:2]:
+            raise ConfigError(f"targets of shape {tuple(targets.shape)} for logits {tuple(logits.shape)}")
+
+
+class SADELoss(ExpertLoss):
+    """SADE's three experts: CE(z1) + CE(z2 + log pi) + CE(z3 + log pi - tau log pi~), tau 2.
+
+    Expert 1 fits the long-tailed train distribution, expert 2 the balanced one (balanced softmax),
+    expert 3 the inversely long-tailed one (pi~ = :func:`reversed_prior`).
+    """
+
+    def __init__(self, cls_num_list: Sequence[int], tau: float = 2.0) -> None:
+        super().__init__(cls_num_list)
+        inverse = torch.log(reversed_prior(cls_num_list))
+        self.register_buffer("inverse_log_prior", inverse, persistent=False)
+        self.tau = tau
+
+    def compute(self, logits, targets):
+        if logits.shape[0] != 3:
+            raise ConfigError(f"sade has exactly 3 experts, got {logits.shape[0]}")
+        z = logits.float()
+        prior = self.log_prior
+        return (
+            F.cross_entropy(z[0], targets)
+            + F.cross_entropy(z[1] + prior, targets)
+            + F.cross_entropy(z[2] + prior - self.tau * self.inverse_log_prior, targets)
+        )
+
+
+class RIDELoss(ExpertLoss):
+    """RIDE: sum over experts k of LDAM-DRW(z^k) - lambda_div T_mean^2 KL(softmax(z_mean/T) || softmax(z^k/T)).
+
+    ``logits`` are s * cosines (the expert heads apply s = 30), so LDAM sees z^k / s. The mean of the
+    expert logits is detached (a target). T = 1 before the DRW epoch, then T_c = w_c / max w with
+    w_c = 0.05 C pi_c + 0.95 (frank-xwang/RIDE-LongTailRecognition defaults).
+    """
+
+    def __init__(
+        self,
+        cls_num_list: Sequence[int],
+        num_epochs: int | None = None,
+        max_m: float = 0.5,
+        s: float = 30.0,
+        lambda_div: float = 0.2,
+        reweight_factor: float = 0.05,
+        drw_fraction: float = 0.8,
+        beta: float = CB_BETA,
+    ) -> None:
+        super().__init__(cls_num_list)
+        self.ldam = LDAMLoss(cls_num_list, num_epochs, max_m=max_m, s=s, drw_fraction=drw_fraction, beta=beta)
+        self.lambda_div, self.s = lambda_div, s
+        w = reweight_factor * self.num_classes * self.log_prior.double().exp() + 1.0 - reweight_factor
+        self.register_buffer("drw_temperature", (w / w.max()).float(), persistent=False)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.ldam.set_epoch(epoch)
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        """Per-class diversity temperature T_c in force this epoch."""
+        if self.ldam.weight is None:
+            return torch.ones_like(self.drw_temperature)
+        return self.drw_temperature
+
+    def compute(self, logits, targets):
+        z = logits.float()
+        temp = self.temperature
+        target = F.softmax(z.mean(dim=0).detach() / temp, dim=1)
+        loss = z.new_zeros(())
+        for zk in z:
+            loss = loss + self.ldam(zk / self.s, targets)
+            if self.lambda_div:
+                kl = F.kl_div(F.log_softmax(zk / temp, dim=1), target, reduction="batchmean")
+                loss = loss - self.lambda_div * temp.mean() ** 2 * kl
+        return loss

@@ -9,16 +9,24 @@ loss of a method from the train class counts::
     loss.set_epoch(epoch)
     value = loss(logits, targets)
 
-Names are lower-case as in the spec. An unknown name, a spec method not implemented yet, an unknown
-or missing keyword are :class:`~hubtools.errors.ConfigError` before any training starts.
+Names are lower-case as in the spec. An unknown name (the error lists the valid ones), an unknown or
+missing keyword are :class:`~hubtools.errors.ConfigError` before any training starts.
+
+A method's options (``method_options`` in the YAML) are the keyword arguments of its loss plus the
+method-level options in :attr:`Method.options` (sampler, augmentation, head, optimiser settings, with
+their defaults); :func:`get_loss` and :func:`method_options` check them against that union.
+
+Groups follow the spec (2.4): re-sampling, re-weighting (and logit losses), augmentation
+(information augmentation), optimisation, two-stage (module improvement: decoupled heads),
+post-hoc, causal and experts (multi-expert / multi-branch).
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 
@@ -33,13 +41,22 @@ Group = Literal[
     "two-stage",
     "post-hoc",
     "optimisation",
+    "causal",
     "experts",
 ]
 
 
 @dataclass(frozen=True)
 class Method:
-    """One registered method. ``loss`` builds the training loss from (cls_num_list, **kw)."""
+    """One registered method. ``loss`` builds the training loss from (cls_num_list, **kw).
+
+    ``stage`` 2 methods start from a ``start_from`` checkpoint with the encoder frozen;
+    ``trained=False`` ones (post-hoc corrections, NCM) fit nothing by gradient descent.
+    ``augment`` is ``mixup`` or ``randaugment`` (applied to each batch); ``model`` is ``single``,
+    ``bbn`` (two branches fed by a paired sampler), ``experts`` (SADE/RIDE) or ``rsg`` (a feature-level
+    sample generator after a middle stage); ``optimizer_step``
+    is ``plain`` or ``sam``. ``options`` are the method-level options and their defaults.
+    """
 
     name: str
     group: Group
@@ -49,6 +66,11 @@ class Method:
     stage: int = 1
     start_from: str | None = None
     description: str = ""
+    trained: bool = True
+    augment: str | None = None
+    model: Literal["single", "bbn", "experts", "rsg"] = "single"
+    optimizer_step: Literal["plain", "sam"] = "plain"
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 def _ce(cls_num_list: Sequence[int]) -> L.LongTailLoss:
@@ -110,6 +132,14 @@ METHODS: dict[str, Method] = {
             "reverse", "re-sampling", _ce, sampler="reverse", description="class mass ~ n_max / n_c (BBN)"
         ),
         Method(
+            "flex_rs",
+            "re-sampling",
+            _ce,
+            sampler="flex",
+            options={"flex_mode": "instance"},
+            description="instance weight ~ 1 / previous validation recall of its class (recall >= 0.01)",
+        ),
+        Method(
             "weighted_ce", "re-weighting", _weighted_ce, description="CE with user class weights (weight=)"
         ),
         Method("rw", "re-weighting", _rw, description="CE with class-balanced weights, beta 0.9999"),
@@ -144,21 +174,85 @@ METHODS: dict[str, Method] = {
             "seql", "re-weighting", L.SEQLLoss, description="softmax equalization, lambda 4.3e-4, gamma 0.9"
         ),
         Method(
-            "gcl",
-            "re-weighting",
-            L.GCLLoss,
-            classifier="cosine",
-            description="Gaussian clouded cosine logits, s 30",
+            "mixup",
+            "augmentation",
+            _ce,
+            augment="mixup",
+            options={"mixup_alpha": 1.0},
+            description="lambda ~ Beta(1, 1), loss lambda CE(y) + (1 - lambda) CE(y_perm)",
+        ),
+        Method(
+            "randaugment",
+            "augmentation",
+            _ce,
+            augment="randaugment",
+            options={"num_ops": 2, "magnitude": 9},
+            description="ERM with RandAugment (torchvision defaults: 2 ops, magnitude 9)",
         ),
         Method(
             "mislas",
-            "two-stage",
+            "augmentation",
             L.LabelAwareSmoothing,
             sampler="class_balanced",
-            classifier="lws",
+            classifier="mislas",
             stage=2,
             start_from="mixup",
-            description="label-aware smoothing, eps 0.3 head -> 0 tail",
+            options={"shift_bn": True},
+            description="stage 2 of a mixup run: copied fc + per-class scales, label-aware smoothing "
+            "eps 0.3 head -> 0 tail, shifted BN statistics",
+        ),
+        Method(
+            "rsg",
+            "augmentation",
+            L.LDAMLoss,
+            sampler="deferred_cb",
+            classifier="cosine",
+            model="rsg",
+            options={
+                "n_center": 3,
+                "contrastive_dim": 128,
+                "strength": 1.0,
+                "cesc_weight": 0.1,
+                "mv_weight": 0.01,
+            },
+            description="rare-class sample generator: head variation moved onto tail features from floor(0.8 E); "
+            "LDAM-DRW + 0.1 CESC + 0.01 MV; cb sampler from 0.8 E",
+        ),
+        Method(
+            "range_loss",
+            "augmentation",
+            L.RangeLoss,
+            description="CE + range loss on the features (k 2, margin 0.1, lambda_R 1)",
+        ),
+        Method(
+            "sam",
+            "optimisation",
+            L.LDAMLoss,
+            classifier="cosine",
+            optimizer_step="sam",
+            options={"rho": None, "scheduler": "cosine"},
+            description="sharpness-aware minimisation over LDAM-DRW, rho 0.05/0.1/0.5 at 5/90, 60/90 E, cosine LR",
+        ),
+        Method(
+            "gcl",
+            "two-stage",
+            L.GCLLoss,
+            classifier="cosine",
+            augment="mixup",
+            options={"mixup_alpha": 1.0},
+            description="Gaussian clouded cosine logits, s 30, mixup",
+        ),
+        Method(
+            "gcl_2nd",
+            "two-stage",
+            L.GCLLoss,
+            sampler="class_balanced",
+            classifier="cosine",
+            stage=2,
+            start_from="gcl",
+            augment="mixup",
+            options={"mixup_alpha": 1.0},
+            description="fresh cosine head on the frozen GCL encoder, class-balanced sampling, GCL loss, mixup",
         ),
         Method(
             "crt",
@@ -188,46 +282,87 @@ METHODS: dict[str, Method] = {
             start_from="erm",
             description="adaptive calibration, CE weighted pi^-1.2",
         ),
-        Method("tau_norm", "post-hoc", _ce, start_from="erm", description="w_c / ||w_c||^tau, bias dropped"),
-        Method("la_posthoc", "post-hoc", _ce, start_from="erm", description="test logits z - tau log pi"),
+        Method(
+            "tau_norm",
+            "two-stage",
+            _ce,
+            stage=2,
+            start_from="erm",
+            trained=False,
+            description="w_c / ||w_c||^tau, bias dropped, tau from {0, 0.1, ..., 2} on validation",
+        ),
+        Method(
+            "knn",
+            "two-stage",
+            _ce,
+            classifier="ncm",
+            stage=2,
+            start_from="erm",
+            trained=False,
+            description="nearest class mean on centred, normalised train features",
+        ),
+        Method(
+            "la_posthoc",
+            "post-hoc",
+            _ce,
+            stage=2,
+            start_from="erm",
+            trained=False,
+            description="test logits z - tau log pi, tau from {0, 0.25, ..., 2} on validation",
+        ),
+        Method(
+            "de_confound",
+            "causal",
+            _ce,
+            classifier="de_confound",
+            options={"num_heads": 2, "tau": 16.0, "gamma": 1.0 / 32.0, "alpha": 1.5, "momentum": 0.9},
+            description="causal-norm classifier, feature-momentum direction removed at test (TDE)",
+        ),
+        Method(
+            "bbn",
+            "experts",
+            _ce,
+            classifier="bbn",
+            model="bbn",
+            options={"bbn_sampler": "reverse", "bbn_branches": "shared"},
+            description="uniform + re-balanced branch, alpha = 1 - (e/E)^2, test alpha 0.5",
+        ),
+        Method(
+            "sade",
+            "experts",
+            L.SADELoss,
+            classifier="experts",
+            model="experts",
+            description="3 experts: CE, balanced softmax, inverse-prior CE; prediction = mean of experts",
+        ),
+        Method(
+            "ride",
+            "experts",
+            L.RIDELoss,
+            classifier="experts",
+            model="experts",
+            options={"num_experts": 3},
+            description="3 experts, LDAM-DRW each minus 0.2 T^2 KL diversity; prediction = mean",
+        ),
     ]
 }
-
-# In the spec but not implemented yet: named in the error so nobody mistakes them for typos.
-NOT_YET_IMPLEMENTED = (
-    "flex_rs",
-    "mixup",
-    "randaugment",
-    "rsg",
-    "sam",
-    "range_loss",
-    "knn",
-    "de_confound",
-    "gcl_2nd",
-    "bbn",
-    "sade",
-    "ride",
-)
 
 
 def get_method(name: str) -> Method:
     """The registered :class:`Method` called ``name``; unknown names list the valid ones."""
     if name in METHODS:
         return METHODS[name]
-    if name in NOT_YET_IMPLEMENTED:
-        raise ConfigError(
-            f"long-tail method {name!r} is in the spec but not implemented yet; valid: {', '.join(METHODS)}"
-        )
     raise ConfigError(f"unknown long-tail method {name!r}; valid: {', '.join(METHODS)}")
 
 
-def get_loss(name: str, cls_num_list: Sequence[int], **kw) -> L.LongTailLoss:
-    """The training loss of method ``name`` for train counts ``cls_num_list``, called as ``loss(logits, targets)``."""
-    builder = get_method(name).loss
-    params = inspect.signature(builder).parameters
-    unknown = [k for k in kw if k not in params or k == "cls_num_list"]
+def _split_options(name: str, kw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(loss keyword arguments, method-level options with defaults); unknown or missing ones raise."""
+    method = get_method(name)
+    params = inspect.signature(method.loss).parameters
+    loss_names = [p for p in params if p != "cls_num_list"]
+    unknown = [k for k in kw if k not in loss_names and k not in method.options]
     if unknown:
-        allowed = [p for p in params if p != "cls_num_list"]
+        allowed = loss_names + list(method.options)
         raise ConfigError(
             f"method {name!r} takes no option {', '.join(unknown)}; its options: {allowed or 'none'}"
         )
@@ -238,4 +373,19 @@ def get_loss(name: str, cls_num_list: Sequence[int], **kw) -> L.LongTailLoss:
     ]
     if missing:
         raise ConfigError(f"method {name!r} needs {', '.join(missing)}")
-    return builder(cls_num_list, **kw)
+    loss_kw = {k: v for k, v in kw.items() if k in loss_names}
+    return loss_kw, {**method.options, **{k: v for k, v in kw.items() if k in method.options}}
+
+
+def method_options(name: str, **kw) -> dict[str, Any]:
+    """The method-level options of ``name`` (its defaults overridden by ``kw``), checked like :func:`get_loss`."""
+    return _split_options(name, kw)[1]
+
+
+def get_loss(name: str, cls_num_list: Sequence[int], **kw) -> L.LongTailLoss:
+    """The training loss of method ``name`` for train counts ``cls_num_list``, called as ``loss(logits, targets)``.
+
+    ``kw`` may also hold the method-level options (:attr:`Method.options`), which the loss ignores.
+    """
+    loss_kw, _ = _split_options(name, kw)
+    return get_method(name).loss(cls_num_list, **loss_kw)

@@ -13,19 +13,33 @@ Hub model folder (``OUTPUT/model``)::
     metrics.json                     validation and test lt_report, selected epoch
     README.md                        longtail_classifier card, test metrics as model-index
 
-Two-stage methods (``crt``, ``lws``, ``disalign``, ``mislas``) load ``stage1`` (a folder written by
-an earlier run), freeze the encoder for real (``requires_grad=False`` and kept in eval mode, so BN
-statistics do not move) and train only the head. Post-hoc methods (``la_posthoc``, ``tau_norm``)
-train nothing: they choose tau on validation from a grid and save the corrected model.
+Two-stage methods (``crt``, ``lws``, ``disalign``, ``mislas``, ``gcl_2nd``) load ``stage1`` (a folder
+written by an earlier run), freeze the encoder for real (``requires_grad=False`` and kept in eval
+mode, so BN statistics do not move; MiSLAS's ``shift_bn`` lets only the BN running statistics follow
+the re-balanced data) and train only the head. ``la_posthoc``, ``tau_norm`` and ``knn`` train
+nothing: they choose tau on validation from a grid, or fit class means, and save the corrected model.
 
-Images are decoded once, resized to ``image_size`` and kept as uint8; no augmentation in v1.
+Per-batch work happens inside the loss function of the shared loop (so exact resume holds):
+RandAugment on the uint8 batch, mixup, BBN's two branches (a :class:`PairedSampler` feeds
+uniform and re-balanced examples together), the multi-expert logits of SADE/RIDE, and SAM, whose
+two gradient evaluations run there too: :func:`sam_surrogate` returns a loss whose gradient at w is
+the gradient at w + eps, so the loop's ordinary backward and Adam step finish the SAM update
+without a hook in :mod:`hubtools.train`. ``flex_rs`` gets each validation's per-class recall.
+``rsg`` runs the backbone stage by stage to insert its sample generator after the middle stage
+(training only: the saved model is the plain backbone and head).
+
+Images are decoded once, resized to ``image_size`` and kept as uint8.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import inspect
 import json
+import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +52,18 @@ from torch.utils.data import Dataset
 
 from hubtools.config import StrictModel
 from hubtools.errors import ArtifactError, ConfigError
-from hubtools.longtail.classifiers import TauNormClassifier, get_classifier, logit_adjust, select_tau
-from hubtools.longtail.methods import get_loss, get_method
+from hubtools.longtail.augment import RandAugment, RSGModule, mixup_batch, mixup_loss
+from hubtools.longtail.classifiers import (
+    NCMClassifier,
+    TauNormClassifier,
+    get_classifier,
+    logit_adjust,
+    select_tau,
+)
+from hubtools.longtail.experts import BBNBranchHead, ExpertHeads
+from hubtools.longtail.methods import Method, get_loss, get_method, method_options
 from hubtools.longtail.metrics import lt_report
-from hubtools.longtail.samplers import get_sampler
+from hubtools.longtail.samplers import PairedSampler, get_sampler
 from hubtools.longtail.splits import LTProfile, groups_by_threshold
 
 LONGTAIL_FILE = "longtail.json"
@@ -82,28 +104,71 @@ class LongTailTrainConfig(StrictModel):
 
 
 class LongTailModel(nn.Module):
-    """Backbone features -> head logits (+ a fixed post-hoc offset). ``frozen_encoder`` keeps the backbone in eval mode."""
+    """Backbone features -> head logits (+ a fixed post-hoc offset).
+
+    ``frozen_encoder`` keeps the backbone in eval mode; with ``shift_bn`` its BatchNorm layers still
+    follow the train mode (running statistics move, weights stay frozen: MiSLAS). A head with
+    ``feature_map = True`` (the experts) gets the unpooled output of the backbone.
+    """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, frozen_encoder: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.frozen_encoder = frozen_encoder
+        self.shift_bn = False
         self.logit_offset: torch.Tensor | None = None
+        self.rsg: RSGModule | None = None  # training only (``rsg``); dropped before saving
 
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         out = self.backbone(pixel_values=pixel_values)
+        if getattr(self.head, "feature_map", False):
+            return out.last_hidden_state
         pooled = getattr(out, "pooler_output", None)
         return pooled.flatten(1) if pooled is not None else out.last_hidden_state[:, 0]
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        logits = self.head(self.features(pixel_values))
-        return logits if self.logit_offset is None else logits + self.logit_offset.to(logits)
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        train_output: bool = False,
+        bbn_alpha: float | None = None,
+        targets: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Logits; ``train_output=True``: (training logits, features), where the training logits are
+        the K x B x C expert logits of an expert head, or BBN's mix of the two halves of the batch
+        (uniform, re-balanced) with ``bbn_alpha``. With an RSG module and ``targets``:
+        (logits, targets, CESC, MV) over the batch plus its synthesised tail samples."""
+        if train_output and self.rsg is not None:
+            return self._rsg_forward(pixel_values, targets)
+        features = self.features(pixel_values)
+        if not train_output:
+            logits = self.head(features)
+            return logits if self.logit_offset is None else logits + self.logit_offset.to(logits)
+        if isinstance(self.head, ExpertHeads):
+            return self.head.expert_logits(features), features
+        if bbn_alpha is not None:
+            return self.head.mix(*features.chunk(2), bbn_alpha), features
+        return self.head(features), features
+
+    def _rsg_forward(self, pixel_values: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        stages = self.backbone.encoder.stages
+        split = rsg_split(self.backbone)
+        hidden = self.backbone.embedder(pixel_values)
+        for stage in stages[:split]:
+            hidden = stage(hidden)
+        hidden, targets, cesc, mv = self.rsg(hidden, targets)
+        for stage in stages[split:]:
+            hidden = stage(hidden)
+        return self.head(self.backbone.pooler(hidden).flatten(1)), targets, cesc, mv
 
     def train(self, mode: bool = True) -> LongTailModel:
         super().train(mode)
         if self.frozen_encoder:
             self.backbone.eval()
+            if self.shift_bn:
+                for m in self.backbone.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.train(mode)
         return self
 
 
@@ -120,6 +185,20 @@ class ImageTensors(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images[i], self.labels[i]
+
+
+class PairedImages(Dataset):
+    """BBN's view of the train images: item (u, r) is (image u, label u, image r, label r)."""
+
+    def __init__(self, data: ImageTensors) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, pair: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        u, r = pair
+        return self.data.images[u], self.data.labels[u], self.data.images[r], self.data.labels[r]
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -294,6 +373,105 @@ def _stage2_model(
     return model, stage1_info
 
 
+def rsg_split(backbone: nn.Module) -> int:
+    """RSG sits after the middle stage: ceil(stages / 2) (a 3-stage CIFAR ResNet: after stage 2)."""
+    stages = getattr(getattr(backbone, "encoder", None), "stages", None)
+    if (
+        stages is None
+        or not hasattr(backbone, "embedder")
+        or not hasattr(backbone, "pooler")
+        or len(stages) < 2
+    ):
+        raise ConfigError(
+            f"rsg needs a ResNet-like backbone (embedder, encoder.stages, pooler), got {type(backbone).__name__}"
+        )
+    return (len(stages) + 1) // 2
+
+
+def _head_options(method: Method, mopts: dict[str, Any]) -> dict[str, Any]:
+    """Method options that configure the classifier head (``de_confound``'s hyper-parameters)."""
+    if method.classifier != "de_confound":
+        return {}
+    return {k: mopts[k] for k in ("num_heads", "tau", "gamma", "alpha", "momentum")}
+
+
+def _new_model(
+    method: Method, cfg: LongTailTrainConfig, mopts: dict[str, Any], lt: LTProfile
+) -> tuple[LongTailModel, dict[str, Any]]:
+    """A stage-1 model (backbone + the method's head, + RSG); returns it and the head's rebuild options."""
+    num_classes = len(lt.cls_num_list)
+    backbone = build_backbone(cfg.backbone)
+    dim = feature_dim(backbone, cfg.image_size)
+    classifier = method.classifier
+    if method.model == "experts":
+        head, options = ExpertHeads.split_backbone(backbone, dim, num_classes, mopts.get("num_experts", 3))
+    elif method.model == "bbn" and mopts["bbn_branches"] != "shared":
+        if mopts["bbn_branches"] != "separate":
+            raise ConfigError(f"bbn_branches must be 'shared' or 'separate', got {mopts['bbn_branches']!r}")
+        head, options = BBNBranchHead.split_backbone(backbone, dim, num_classes)
+        classifier = "bbn_separate"
+    else:
+        options = _head_options(method, mopts)
+        head = get_classifier(method.classifier, dim, num_classes, **options)
+    model = LongTailModel(backbone, head)
+    if method.model == "rsg":
+        split = rsg_split(backbone)
+        with torch.no_grad():
+            probe = backbone.embedder(torch.zeros(1, 3, cfg.image_size, cfg.image_size))
+            for stage in backbone.encoder.stages[:split]:
+                probe = stage(probe)
+        model.rsg = RSGModule(
+            probe.shape[1],
+            num_classes,
+            head_classes=lt.head,
+            n_center=mopts["n_center"],
+            contrastive_dim=mopts["contrastive_dim"],
+            strength=mopts["strength"],
+        )
+    return model, {"feature_dim": dim, "classifier": classifier, "classifier_options": options}
+
+
+def _posthoc(
+    cfg: LongTailTrainConfig,
+    model: LongTailModel,
+    stage1: dict[str, Any],
+    data: tuple[ImageTensors, ImageTensors],
+    lt: LTProfile,
+    info: dict[str, Any],
+) -> None:
+    """``la_posthoc`` / ``tau_norm`` (tau chosen on validation) and ``knn`` (class means of train features)."""
+    train_data, val_data = data
+    counts = lt.cls_num_list
+    if cfg.method != "la_posthoc" and not isinstance(model.head, nn.Linear):
+        raise ConfigError(
+            f"{cfg.method} needs a linear stage-1 head, {cfg.stage1} has {stage1['classifier']!r}"
+        )
+    if cfg.method == "la_posthoc":
+        val_logits = predict(model, val_data, cfg.eval_batch_size)
+
+        def score(tau: float) -> float:
+            return lt_report(logit_adjust(val_logits, counts, tau), val_data.labels, lt)[cfg.selection_metric]
+
+        tau, _ = select_tau(score, TAU_GRID)
+        model.logit_offset = -tau * torch.log(torch.tensor(counts, dtype=torch.float64) / sum(counts)).float()
+        info.update(logit_offset=model.logit_offset.tolist(), tau=tau)
+    elif cfg.method == "tau_norm":
+        linear = model.head
+        feats = _features(model, val_data, cfg.eval_batch_size)
+
+        def score(tau: float) -> float:
+            logits = TauNormClassifier(linear.in_features, len(counts), linear, tau)(feats)
+            return lt_report(logits, val_data.labels, lt)[cfg.selection_metric]
+
+        tau, _ = select_tau(score, tuple(round(0.1 * i, 1) for i in range(21)))
+        model.head = TauNormClassifier(linear.in_features, len(counts), linear, tau)
+        info.update(classifier="tau_norm", classifier_options={"tau": tau}, tau=tau)
+    else:  # knn: one pass over train with eval transforms
+        feats = _features(model, train_data, cfg.eval_batch_size)
+        model.head = NCMClassifier(feats.shape[1], len(counts)).fit(feats, train_data.labels)
+        info.update(classifier="ncm")
+
+
 def train_longtail(cfg: LongTailTrainConfig) -> Path:
     """Run ``cfg`` end to end; returns the model folder ``OUTPUT/model``."""
     from hubtools.longtail.datasets import load
@@ -306,9 +484,14 @@ def train_longtail(cfg: LongTailTrainConfig) -> Path:
     lt = dataset_profile(ds, profile)
     counts = lt.cls_num_list
     options = dict(cfg.method_options)
-    if cfg.method == "ldam_drw":
+    if "num_epochs" in inspect.signature(method.loss).parameters:
         options.setdefault("num_epochs", cfg.num_epochs)
     loss = get_loss(cfg.method, counts, **options)  # bad options fail here, before any image is decoded
+    mopts = method_options(cfg.method, **options)
+    if method.stage == 2 and cfg.stage1 is None:
+        raise ConfigError(
+            f"method {cfg.method!r} is a second stage: set stage1 to the folder of a {method.start_from!r} run"
+        )
 
     torch.manual_seed(cfg.seed)
     train_data, val_data, test_data = (
@@ -321,6 +504,7 @@ def train_longtail(cfg: LongTailTrainConfig) -> Path:
         "classifier": method.classifier,
         "sampler": method.sampler,
         "method_options": options,
+        "resolved_options": mopts,
         "cls_num_list": counts,
         "class_names": lt.class_names,
         "head": lt.head,
@@ -339,56 +523,29 @@ def train_longtail(cfg: LongTailTrainConfig) -> Path:
     def report(model: LongTailModel, data: ImageTensors) -> dict[str, Any]:
         return lt_report(predict(model, data, cfg.eval_batch_size), data.labels, lt)
 
-    if method.group == "post-hoc":
+    if not method.trained:
         model, stage1 = _stage2_model(method, cfg, len(counts))
-        info.update(feature_dim=stage1["feature_dim"], stage=2, classifier="linear", selected_epoch=0)
-        val_logits = predict(model, val_data, cfg.eval_batch_size)
-        if cfg.method == "la_posthoc":
-
-            def score(tau: float) -> float:
-                return lt_report(logit_adjust(val_logits, counts, tau), val_data.labels, lt)[
-                    cfg.selection_metric
-                ]
-
-            tau, _ = select_tau(score, TAU_GRID)
-            model.logit_offset = (
-                -tau * torch.log(torch.tensor(counts, dtype=torch.float64) / sum(counts)).float()
-            )
-            info["logit_offset"] = model.logit_offset.tolist()
-        else:
-            if not isinstance(model.head, nn.Linear):
-                raise ConfigError(
-                    f"tau_norm needs a linear stage-1 head, {cfg.stage1} has {stage1['classifier']!r}"
-                )
-            linear = model.head
-            feats = _features(model, val_data, cfg.eval_batch_size)
-
-            def score(tau: float) -> float:
-                logits = TauNormClassifier(linear.in_features, len(counts), linear, tau)(feats)
-                return lt_report(logits, val_data.labels, lt)[cfg.selection_metric]
-
-            tau, _ = select_tau(score, tuple(round(0.1 * i, 1) for i in range(21)))
-            model.head = TauNormClassifier(linear.in_features, len(counts), linear, tau)
-            info.update(classifier="tau_norm", classifier_options={"tau": tau})
-        info["tau"] = tau
+        info.update(feature_dim=stage1["feature_dim"], classifier="linear", selected_epoch=0)
+        _posthoc(cfg, model, stage1, (train_data, val_data), lt, info)
     else:
         if method.stage == 2:
             model, stage1 = _stage2_model(method, cfg, len(counts))
             dim = stage1["feature_dim"]
-            if method.classifier == "linear":
-                model.head = get_classifier("linear", dim, len(counts))
-            else:
+            if method.classifier in ("lws", "disalign", "mislas"):  # wrap the trained stage-1 head
                 if not isinstance(model.head, nn.Linear):
                     raise ConfigError(
                         f"{cfg.method} needs a linear stage-1 head, {cfg.stage1} has {stage1['classifier']!r}"
                     )
                 model.head = get_classifier(method.classifier, dim, len(counts), linear=model.head)
+            else:  # a fresh head of the method's kind
+                model.head = get_classifier(method.classifier, dim, len(counts))
+            model.shift_bn = bool(mopts.get("shift_bn", False))
+            info["feature_dim"] = dim
         else:
-            backbone = build_backbone(cfg.backbone)
-            dim = feature_dim(backbone, cfg.image_size)
-            model = LongTailModel(backbone, get_classifier(method.classifier, dim, len(counts)))
-        info["feature_dim"] = dim
-        model, selected_epoch = _fit(model, loss, method.sampler, train_data, val_data, lt, cfg, report)
+            model, head_info = _new_model(method, cfg, mopts, lt)
+            info.update(head_info)
+        model, selected_epoch = _fit(model, loss, method, mopts, train_data, val_data, lt, cfg, report)
+        model.rsg = None  # a training-time module: the saved model is backbone + head
         info["selected_epoch"] = selected_epoch
 
     model.eval()
@@ -412,10 +569,73 @@ def _features(model: LongTailModel, data: ImageTensors, batch_size: int) -> torc
     )
 
 
+def sam_rho(epoch: int, num_epochs: int, rhos: tuple[float, float, float] = (0.05, 0.1, 0.5)) -> float:
+    """SAM's radius: 0.05 while e <= 5/90 E, 0.1 while e <= 60/90 E, then 0.5 (the anchor's 5/60 of 90 epochs)."""
+    if 90 * epoch <= 5 * num_epochs:
+        return rhos[0]
+    if 90 * epoch <= 60 * num_epochs:
+        return rhos[1]
+    return rhos[2]
+
+
+def sam_surrogate(model: nn.Module, compute: Callable[[], torch.Tensor], rho: float) -> torch.Tensor:
+    """One SAM evaluation (Foret et al.): the value of the loss at w + eps, eps = rho g / ||g||_2, as a
+    surrogate whose gradient with respect to the weights w is the gradient at w + eps.
+
+    ``compute()`` evaluates the loss with ``model`` as it is. The weights are perturbed, the second
+    gradient taken, and the weights restored before returning, so the caller's ordinary backward and
+    base optimiser step (Adam in MONICA) apply the sharpness-aware gradient at w. BatchNorm running
+    statistics are updated by the first pass only. Under several processes both gradients are
+    all-reduced by hand (the forwards run under DDP's ``no_sync``, so its hooks stay idle), so every
+    process perturbs the same way: written for DDP, but only single-process runs are tested.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+
+    def gradient(value: torch.Tensor) -> list[torch.Tensor]:
+        grads = torch.autograd.grad(value, params, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+        if distributed:
+            for g in grads:
+                torch.distributed.all_reduce(g)
+                g.div_(torch.distributed.get_world_size())
+        return grads
+
+    no_sync = getattr(model, "no_sync", contextlib.nullcontext)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    with no_sync():
+        grads = gradient(compute())
+        norm = torch.sqrt(sum(g.double().pow(2).sum() for g in grads)).float()
+        eps = [rho * g / (norm + 1e-12) for g in grads]
+        with torch.no_grad():
+            for p, e in zip(params, eps, strict=True):
+                p.add_(e)
+        try:
+            for m in norms:
+                m.momentum = 0.0  # running = (1 - 0) running + 0 batch: unchanged
+            perturbed = compute()
+            grads2 = gradient(perturbed)
+        finally:
+            for m, momentum in zip(norms, momenta, strict=True):
+                m.momentum = momentum
+            with torch.no_grad():
+                for p, e in zip(params, eps, strict=True):
+                    p.sub_(e)
+    linear = sum((p * g).sum() for p, g in zip(params, grads2, strict=True))
+    return perturbed.detach() + linear - linear.detach()
+
+
+def bbn_alpha(epoch: int, num_epochs: int) -> float:
+    """BBN's cumulative-learning weight alpha = 1 - (e/E)^2 (1 at e = 0, close to 0 at the last epoch)."""
+    return 1.0 - (epoch / num_epochs) ** 2
+
+
 def _fit(
     model: LongTailModel,
     loss: nn.Module,
-    sampler_name: str,
+    method: Method,
+    mopts: dict[str, Any],
     train_data: ImageTensors,
     val_data: ImageTensors,
     lt: LTProfile,
@@ -425,9 +645,20 @@ def _fit(
     """Train with the shared loop; keep the weights of the epoch with the best validation metric."""
     from hubtools.train import TrainConfig, train
 
-    sampler = get_sampler(
-        sampler_name, train_data.labels.numpy(), lt.cls_num_list, num_epochs=cfg.num_epochs, seed=cfg.seed
-    )
+    labels = train_data.labels.numpy()
+    common = {"num_epochs": cfg.num_epochs, "seed": cfg.seed}
+    dataset: Dataset = train_data
+    if method.model == "bbn":
+        sampler: Any = PairedSampler(
+            get_sampler("instance", labels, lt.cls_num_list, **common),
+            get_sampler(
+                mopts["bbn_sampler"], labels, lt.cls_num_list, num_epochs=cfg.num_epochs, seed=cfg.seed + 1
+            ),
+        )
+        dataset = PairedImages(train_data)
+    else:
+        extra = {"flex_mode": mopts["flex_mode"]} if method.sampler == "flex" else {}
+        sampler = get_sampler(method.sampler, labels, lt.cls_num_list, **common, **extra)
     steps_per_epoch = max(1, len(sampler) // cfg.batch_size)
     train_cfg = TrainConfig(
         output_dir=cfg.output_dir,
@@ -437,28 +668,64 @@ def _fit(
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
         mixed_precision=cfg.mixed_precision,
+        scheduler=mopts.get("scheduler", "constant"),
         eval_every=steps_per_epoch,
         log_every=steps_per_epoch,
         keep_last=1,
     )
     best: dict[str, Any] = {"score": -float("inf"), "state": None, "epoch": 0}
+    randaugment = (
+        RandAugment(mopts["num_ops"], mopts["magnitude"]) if method.augment == "randaugment" else None
+    )
+    feature_kw = getattr(loss, "needs_features", False)
 
-    def loss_fn(m: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        images, labels = batch
-        if loss.counts.device != images.device:
-            loss.to(images.device)
+    def batch_loss(m: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if randaugment is not None:
+            images = randaugment(images)
+        x = normalize(images)
+        if method.augment == "mixup":
+            x, perm, lam = mixup_batch(x, mopts["mixup_alpha"])
+        logits, features = m(x, train_output=True)
+        kw = {"features": features} if feature_kw else {}
+        if method.augment == "mixup":
+            return mixup_loss(loss, logits, targets, perm, lam, **kw)
+        return loss(logits, targets, **kw)
+
+    def bbn_loss(m: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        img_u, y_u, img_r, y_r = batch
+        alpha = bbn_alpha(sampler.epoch, cfg.num_epochs)
+        logits, _ = m(torch.cat([normalize(img_u), normalize(img_r)]), train_output=True, bbn_alpha=alpha)
+        return alpha * loss(logits, y_u) + (1 - alpha) * loss(logits, y_r)
+
+    def loss_fn(m: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        if loss.counts.device != batch[0].device:
+            loss.to(batch[0].device)
         loss.set_epoch(sampler.epoch)  # the loader sets the sampler's epoch at the start of each epoch
-        return loss(m(normalize(images)), labels)
+        if method.model == "bbn":
+            return bbn_loss(m, batch)
+        if method.model == "rsg":  # transfer from floor(0.8 E) (the anchor's epoch 160 never comes at E = 50)
+            model.rsg.transfer = sampler.epoch >= math.floor(0.8 * cfg.num_epochs)
+            logits, targets, cesc, mv = m(normalize(batch[0]), train_output=True, targets=batch[1])
+            return loss(logits, targets) + mopts["cesc_weight"] * cesc + mopts["mv_weight"] * mv
+        if method.optimizer_step == "sam":
+            rho = mopts["rho"] if mopts["rho"] is not None else sam_rho(sampler.epoch, cfg.num_epochs)
+            return sam_surrogate(m, lambda: batch_loss(m, *batch), rho)
+        return batch_loss(m, *batch)
 
     def eval_fn(state: Any) -> dict[str, float]:
         r = report(state.model, val_data)
+        if method.sampler == "flex":  # the next epoch re-weights by this validation's recall
+            sampler.set_recall([1.0 if math.isnan(v) else v / 100.0 for v in r["per_class_recall"]])
         score = r[cfg.selection_metric]
         if score > best["score"]:
             best.update(score=score, epoch=state.epoch, state=copy.deepcopy(state.model.state_dict()))
         return {f"val_{k}": r[k] for k in ("top1", "balanced_acc", "group_avg_acc", "few_acc")}
 
     loss.train()
-    result = train(model, train_data, loss_fn, train_cfg, eval_fn=eval_fn, sampler=sampler)
+    objects = [sampler] if method.sampler == "flex" else []
+    result = train(
+        model, dataset, loss_fn, train_cfg, eval_fn=eval_fn, sampler=sampler, checkpoint_objects=objects
+    )
     model = result.model
     if best["state"] is not None:
         model.load_state_dict(best["state"])
