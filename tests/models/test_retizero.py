@@ -263,3 +263,5 @@ def test_processor_that_does_not_match_the_towers_is_refused() -> None:
     foreign.tokenizer = BertTokenizer(vocab=vocab)
     with pytest.raises(ValueError, match="not its tokenizer"):
         foreign.check_towers(config)
+    with pytest.raises(ValueError, match="exceeds the text tower's 512 positions"):
+        tiny_processor(max_length=600).check_towers(config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from click.testing import CliRunner
 from datasets import ClassLabel, Dataset, Features, Image, Value
@@ -84,6 +85,11 @@ def test_build_train_zeroshot_retrieve_export(tmp_path) -> None:
     assert report["n_images"] == 16 and report["classes"] == CLASSES
     assert 0.0 <= report["top1"] <= report["top3"] <= report["top5"] <= 1.0
     assert json.loads((tmp_path / "zs.json").read_text()) == report
+    confusion = np.asarray(report["confusion_matrix"])  # rows: the true labels of the 16 images
+    assert confusion.sum() == 16 and confusion.trace() / 16 == report["top1"]
+    assert confusion.sum(axis=1).tolist() == np.bincount(labels[:16], minlength=10).tolist()
+    assert [report["per_class"][c]["n"] for c in CLASSES] == confusion.sum(axis=1).tolist()
+    assert (tmp_path / "zs.png").stat().st_size > 1000
     retrieval = json.loads(
         _run(
             "retrieve",
@@ -93,6 +99,8 @@ def test_build_train_zeroshot_retrieve_export(tmp_path) -> None:
             tmp_path / "labelled",
             "--similarity",
             "retizero",
+            "--normalization",
+            "half",
             "--k",
             1,
             "--k",
@@ -101,8 +109,8 @@ def test_build_train_zeroshot_retrieve_export(tmp_path) -> None:
             tmp_path / "ret.json",
         )
     )
-    assert set(retrieval) == {"n_images", "similarity", "p@1", "hit@1", "p@3", "hit@3"}
-    assert retrieval["similarity"] == "retizero"
+    assert set(retrieval) == {"n_images", "similarity", "normalization", "p@1", "hit@1", "p@3", "hit@3"}
+    assert retrieval["similarity"] == "retizero" and retrieval["normalization"] == "half"
     assert (tmp_path / "ret.png").stat().st_size > 1000
 
     _run("export", "--model", tmp_path / "trained", "--out", tmp_path / "hub")

@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 from test_retizero_utils import perturb_lora, retina_images, tiny_processor, tiny_retizero
 
@@ -43,6 +44,7 @@ _CHILD = textwrap.dedent(
         scores = classify(Image.open({image!r}), candidate_labels={labels!r},
                           hypothesis_template="A fundus photograph of {{}}")
         results[source] = {{"image": out.image_embeds, "text": out.text_embeds, "pixels": enc["pixel_values"],
+                            "vision_class": type(model.vision_model).__name__,
                             "labels": [s["label"] for s in scores],
                             "total": torch.tensor(sum(s["score"] for s in scores))}}
     torch.save(results, {result!r})
@@ -51,8 +53,32 @@ _CHILD = textwrap.dedent(
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
 
 
-def test_folder_and_hub_round_trip_without_hubtools(tmp_path: Path, hub, repo_id: str) -> None:
-    model, processor = tiny_retizero(), tiny_processor()
+def _tiny_be_dinov2_retizero():
+    """A RetiZero whose vision tower is a block-expanded DINOv2 (hubtools' be-dinov2 family, remote code)."""
+    from transformers import AutoModel, Dinov2Config, Dinov2Model
+
+    from hubtools.data.offline import minilm_path
+    from hubtools.models.be_dinov2 import expand_blocks
+    from hubtools.models.retizero import RetiZeroModel
+
+    torch.manual_seed(0)
+    base = Dinov2Model(
+        Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, patch_size=8, image_size=32)
+    )
+    vision = expand_blocks(base, positions=[1])
+    model = RetiZeroModel.from_towers(
+        vision, AutoModel.from_pretrained(minilm_path()), vision_lora={"r": 2}, projection_dim=16
+    )
+    with torch.no_grad():  # the inserted block starts as an identity: give it weights a lost copy would show
+        for param in model.vision_model.encoder.layer[2].parameters():
+            param.normal_(0.0, 0.05)
+    return model.eval()
+
+
+@pytest.mark.parametrize("tower", ["vit", "be-dinov2"])
+def test_folder_and_hub_round_trip_without_hubtools(tower: str, tmp_path: Path, hub, repo_id: str) -> None:
+    model = tiny_retizero() if tower == "vit" else _tiny_be_dinov2_retizero()
+    processor = tiny_processor()
     perturb_lora(model)
     folder = tmp_path / "rz"
     model.save_pretrained(folder)
@@ -63,7 +89,13 @@ def test_folder_and_hub_round_trip_without_hubtools(tmp_path: Path, hub, repo_id
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_retizero.RetiZeroModel"
     assert config["auto_map"]["AutoModelForZeroShotImageClassification"] == "modeling_retizero.RetiZeroModel"
-    for name in ("configuration_retizero.py", "modeling_retizero.py"):
+    shipped = {p.name for p in folder.glob("*.py")}
+    expected = {"configuration_retizero.py", "modeling_retizero.py"}
+    if tower == "be-dinov2":
+        expected |= {"configuration_be_dinov2.py", "modeling_be_dinov2.py"}
+        assert "AutoConfig.register('be-dinov2'" in (folder / "configuration_retizero.py").read_text()
+    assert shipped == expected
+    for name in shipped:
         imports = [line for line in (folder / name).read_text().splitlines() if "import " in line]
         assert imports and not any("hubtools" in line for line in imports), imports
 
@@ -85,12 +117,13 @@ def test_folder_and_hub_round_trip_without_hubtools(tmp_path: Path, hub, repo_id
     )
     env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = torch.load(tmp_path / "result.pt", weights_only=True)
     expected_pixels = processor(images=[retina_images(1, seed=3)[0]])["pixel_values"]
     for out in results.values():
+        assert out["vision_class"] == type(model.vision_model).__name__  # BeDinov2Model, rebuilt remotely
         assert torch.equal(out["image"], ref.image_embeds) and torch.equal(out["text"], ref.text_embeds)
         torch.testing.assert_close(out["pixels"], expected_pixels)
         assert sorted(out["labels"]) == sorted(LABELS)

@@ -14,6 +14,8 @@ from hubtools.models.retizero.zero_shot import (
     retrieval_metrics,
     topk_accuracy,
     zero_shot_classify,
+    zero_shot_report,
+    zero_shot_report_png,
 )
 
 
@@ -22,6 +24,26 @@ def test_topk_accuracy_hand_case_and_ties() -> None:
     assert topk_accuracy(scores, [2, 1], ks=(1, 2, 3, 5)) == {"top1": 0.0, "top2": 1.0}
     # Tie between classes 0 and 1: broken by class index, so class 0 ranks first.
     assert topk_accuracy([[0.5, 0.5, 0.0]], [1], ks=(1, 2)) == {"top1": 0.0, "top2": 1.0}
+
+
+def test_zero_shot_report_hand_case_and_png(tmp_path) -> None:
+    scores = [[0.1, 0.5, 0.4], [0.7, 0.2, 0.1], [0.2, 0.3, 0.5], [0.4, 0.2, 0.4]]
+    report = zero_shot_report(scores, [2, 1, 2, 1], ["a", "b", "c"], ks=(1, 2))
+    # Rows = true class, columns = top-1 prediction; the 0-2 tie in row 4 goes to class 0.
+    assert report["confusion_matrix"] == [[0, 0, 0], [2, 0, 0], [0, 1, 1]]
+    assert report["top1"] == 0.25 and report["top2"] == 0.75
+    assert report["per_class"] == {
+        "a": {"n": 0},
+        "b": {"n": 2, "top1": 0.0, "top2": 0.5},
+        "c": {"n": 2, "top1": 0.5, "top2": 1.0},
+    }
+    with pytest.raises(ValueError, match="scores of shape"):
+        zero_shot_report(scores, [0, 1, 2, 1], ["a", "b"])
+    from PIL import Image
+
+    path = zero_shot_report_png(report, tmp_path / "zs.png")
+    image = np.asarray(Image.open(path).convert("L"))
+    assert image.shape[0] > 200 and image.shape[1] > 400 and image.std() > 10  # drawn, not blank
 
 
 def test_retrieval_precision_hand_case() -> None:

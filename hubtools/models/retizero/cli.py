@@ -1,4 +1,4 @@
-"""``hubtools retizero``: build, train, zeroshot, retrieve, export.
+"""``hubtools retizero``: build, train, zeroshot, retrieve, export, convert.
 
 Every command takes ``--config FILE.yaml`` with the same settings as its flags (flags given explicitly win).
 """
@@ -27,8 +27,16 @@ def _require(**values: Any) -> None:
         raise click.UsageError(f"{', '.join(missing)} required (as flags or in --config)")
 
 
+def _register_tower_families() -> None:
+    """Towers may be hubtools families transformers does not ship (a block-expanded DINOv2, ``be-dinov2``):
+    importing them registers them with AutoConfig/AutoModel, so towers and RetiZero folders holding them load."""
+    import hubtools.models.be_dinov2  # noqa: F401
+
+
 def _load(model_dir: str):
     from hubtools.models.retizero import RetiZeroModel, RetiZeroProcessor
+
+    _register_tower_families()
 
     model, processor = (
         RetiZeroModel.from_pretrained(model_dir).eval(),
@@ -82,6 +90,7 @@ def build_command(
     from hubtools.models.retizero import RetiZeroModel, RetiZeroProcessor
     from hubtools.models.retizero.train import save_retizero
 
+    _register_tower_families()
     try:
         vision_model, text_model = AutoModel.from_pretrained(vision), AutoModel.from_pretrained(text)
         try:
@@ -251,7 +260,9 @@ def _labels(dataset, label_column: str, class_names: list[str] | None) -> tuple[
 @click.option("--image-column", default="image", show_default=True)
 @click.option("--split", default="test", show_default=True)
 @click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON report here."
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the JSON report here, and its picture with the suffix .png.",
 )
 @config_option(ZeroShotConfig)
 def zeroshot_command(
@@ -264,10 +275,16 @@ def zeroshot_command(
     split: str,
     out: Path | None,
 ) -> None:
-    """Zero-shot Top-1/3/5 accuracy of the class prompts on a labelled image dataset (JSON report)."""
+    """Zero-shot Top-1/3/5 accuracy of the class prompts on a labelled image dataset: JSON report (overall and
+    per class, confusion matrix) and, with --out, a PNG of the confusion matrix and per-class bars beside it."""
     _require(model=model, data=data)
     from hubtools.models.retizero.train import open_split
-    from hubtools.models.retizero.zero_shot import DEFAULT_TEMPLATE, topk_accuracy, zero_shot_classify
+    from hubtools.models.retizero.zero_shot import (
+        DEFAULT_TEMPLATE,
+        zero_shot_classify,
+        zero_shot_report,
+        zero_shot_report_png,
+    )
 
     try:
         rz, processor = _load(model)
@@ -277,14 +294,16 @@ def zeroshot_command(
         images = [im.convert("RGB") for im in dataset[image_column]]
         templates = list(template) or [DEFAULT_TEMPLATE]
         probs = zero_shot_classify(rz, processor, images, names, templates)
+        report = {
+            "n_images": len(labels),
+            "classes": names,
+            "templates": templates,
+            **zero_shot_report(probs, labels, names),
+        }
+        if out is not None:
+            zero_shot_report_png(report, out.with_suffix(".png"))
     except (HubtoolsError, OSError, ValueError) as err:
         raise _fail(err) from None
-    report = {
-        "n_images": len(labels),
-        "classes": names,
-        "templates": templates,
-        **topk_accuracy(probs, labels),
-    }
     _write_report(report, out)
 
 
@@ -293,6 +312,7 @@ class RetrieveConfig(StrictModel):
     data: str | None = None
     k: list[int] = [1, 3, 5]
     similarity: str = "cosine"
+    normalization: str = "imagenet"
     label_column: str = "label"
     image_column: str = "image"
     split: str = "test"
@@ -310,6 +330,13 @@ class RetrieveConfig(StrictModel):
     show_default=True,
     help="retizero: the anchor's ‖e_j‖/2 / (‖e_j‖/2 + ‖e_i − e_j‖).",
 )
+@click.option(
+    "--normalization",
+    type=click.Choice(["imagenet", "half"]),
+    default="imagenet",
+    show_default=True,
+    help="half: mean = std = 0.5, as the anchor's retrieval script (parity checks only).",
+)
 @click.option("--label-column", default="label", show_default=True)
 @click.option("--image-column", default="image", show_default=True)
 @click.option("--split", default="test", show_default=True)
@@ -322,6 +349,7 @@ def retrieve_command(
     data: str | None,
     k: tuple[int, ...] | list[int],
     similarity: str,
+    normalization: str,
     label_column: str,
     image_column: str,
     split: str,
@@ -329,10 +357,13 @@ def retrieve_command(
 ) -> None:
     """Image-to-image retrieval (each image queries all others; cosine, faiss): precision@k and hit@k."""
     _require(model=model, data=data)
-    import torch
-
     from hubtools.models.retizero.train import open_split
-    from hubtools.models.retizero.zero_shot import nearest_neighbours, retrieval_grid_png, retrieval_metrics
+    from hubtools.models.retizero.zero_shot import (
+        image_features,
+        nearest_neighbours,
+        retrieval_grid_png,
+        retrieval_metrics,
+    )
 
     try:
         rz, processor = _load(model)
@@ -341,13 +372,9 @@ def retrieve_command(
         if labels is None:
             raise ValueError(f"no label column {label_column!r} (columns: {dataset.column_names})")
         images = [im.convert("RGB") for im in dataset[image_column]]
-        with torch.no_grad():
-            feats = torch.cat(
-                [
-                    rz.get_retrieval_features(processor(images=images[i : i + 64])["pixel_values"])
-                    for i in range(0, len(images), 64)
-                ]
-            )
+        if normalization == "half":
+            processor.image_processor.image_mean = processor.image_processor.image_std = [0.5, 0.5, 0.5]
+        feats = image_features(rz, processor, images, "retrieval")
         metrics = retrieval_metrics(feats, labels, ks=list(k) or [1, 3, 5], similarity=similarity)
         if out is not None:  # the picture a person would rather look at: queries and their top 5
             names = getattr(dataset.features[label_column], "names", None)
@@ -356,7 +383,8 @@ def retrieve_command(
             retrieval_grid_png(images, shown, neighbours, out.with_suffix(".png"))
     except (HubtoolsError, OSError, ValueError) as err:
         raise _fail(err) from None
-    _write_report({"n_images": len(labels), "similarity": similarity, **metrics}, out)
+    report = {"n_images": len(labels), "similarity": similarity, "normalization": normalization}
+    _write_report({**report, **metrics}, out)
 
 
 class ExportConfig(StrictModel):
@@ -390,3 +418,72 @@ def export_command(model: str | None, out: Path | None, merge_lora: bool, push: 
     click.echo(
         f"exported {'merged' if merge_lora else 'LoRA'} model to {out}" + (f" and {push}" if push else "")
     )
+
+
+class ConvertConfig(StrictModel):
+    pth: Path | None = None
+    text: str | None = None
+    out: Path | None = None
+    heads: int = 16
+    layer_norm_eps: float = 1e-6
+    merge_lora: bool = True
+
+
+@retizero_group.command("convert")
+@click.option("--pth", type=click.Path(dir_okay=False, path_type=Path), help="The anchor's RetiZero.pth.")
+@click.option("--text", help="The text tower's folder or Hub id (config + tokenizer, e.g. Bio_ClinicalBERT).")
+@click.option("--out", type=OUT_DIR)
+@click.option(
+    "--heads", type=int, default=16, show_default=True, help="Vision attention heads (not in the weights)."
+)
+@click.option(
+    "--layer-norm-eps", type=float, default=1e-6, show_default=True, help="Vision LayerNorm eps (RETFound)."
+)
+@click.option(
+    "--merge-lora/--keep-lora", default=True, show_default=True, help="Fold LoRA into the base weights."
+)
+@config_option(ConvertConfig)
+def convert_command(
+    pth: Path | None,
+    text: str | None,
+    out: Path | None,
+    heads: int,
+    layer_norm_eps: float,
+    merge_lora: bool,
+) -> None:
+    """Anchor checkpoint (torch.load weights_only=True) -> RetiZero folder with processor and card."""
+    _require(pth=pth, text=text, out=out)
+    from transformers import AutoConfig, AutoTokenizer, ViTImageProcessorPil
+
+    from hubtools.models.retizero import RetiZeroProcessor
+    from hubtools.models.retizero.convert import convert_anchor_state_dict, load_state_dict
+    from hubtools.models.retizero.train import save_retizero
+
+    try:
+        model = convert_anchor_state_dict(
+            load_state_dict(pth),
+            AutoConfig.from_pretrained(text),
+            num_attention_heads=heads,
+            layer_norm_eps=layer_norm_eps,
+        )
+        size = int(model.config.vision_config.image_size)
+        processor = RetiZeroProcessor(  # the anchor's zero-shot preprocessing: resize, ImageNet statistics
+            ViTImageProcessorPil(
+                size={"height": size, "width": size},
+                image_mean=[0.485, 0.456, 0.406],
+                image_std=[0.229, 0.224, 0.225],
+            ),
+            AutoTokenizer.from_pretrained(text),
+            max_length=model.config.text_max_length,
+        )
+        save_retizero(
+            model,
+            processor,
+            out,
+            merge_lora=merge_lora,
+            base_model=[text] if not Path(text).exists() else None,
+            training_procedure=f"converted from {pth.name} (LooKing9218/RetiZero layout)",
+        )
+    except (HubtoolsError, OSError, ValueError) as err:
+        raise _fail(err) from None
+    click.echo(f"converted {pth} ({model.config.vision_config.num_hidden_layers}-block ViT); wrote {out}")

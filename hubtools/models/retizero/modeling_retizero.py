@@ -9,13 +9,18 @@ does, but its ``pooler_output`` is the FINAL embedding: projected and L2-normali
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
+from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
@@ -152,7 +157,7 @@ class RetiZeroModel(RetiZeroPreTrainedModel):
         model._freeze_vision_base()  # loading re-enables gradients on every parameter
         return (model, info) if want_info else model
 
-    def save_pretrained(self, *args, **kwargs):
+    def save_pretrained(self, save_directory, *args, **kwargs):
         # A class holds one `_auto_class` (the zero-shot one, for the pipeline): map AutoModel to it as well.
         if self._auto_class is not None:
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
@@ -160,7 +165,42 @@ class RetiZeroModel(RetiZeroPreTrainedModel):
                 "AutoModel", f"{type(self).__module__.rpartition('.')[2]}.{type(self).__name__}"
             )
             self.config.auto_map = auto_map
-        return super().save_pretrained(*args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if self._auto_class is not None and (kwargs.get("is_main_process", True)):
+            self._save_tower_code(Path(save_directory))
+        return result
+
+    def _save_tower_code(self, folder: Path) -> None:
+        """Ship the code of towers whose family transformers does not know (e.g. a remote-code ``be-dinov2``
+        vision tower): their module files are copied beside ``configuration_retizero.py``, whose saved copy then
+        registers them, so ``trust_remote_code=True`` resolves the sub-config before building the towers."""
+        lines = []
+        for tower in (self.vision_model, self.text_model):
+            model_cls, config_cls = type(tower), type(tower.config)
+            if model_cls.__module__.startswith("transformers.models."):
+                continue
+            model_file = Path(inspect.getsourcefile(model_cls))
+            config_file = Path(inspect.getsourcefile(config_cls))
+            files = {model_file, *map(Path, get_relative_import_files(str(model_file)))}
+            if config_file not in files:
+                raise ValueError(f"{model_file.name} does not import its config module {config_file.name}")
+            for path in sorted(files):
+                source = path.read_text(encoding="utf-8")
+                if re.search(r"^\s*(from|import)\s+hubtools\b", source, flags=re.MULTILINE):
+                    raise ValueError(f"{path.name} imports hubtools: it cannot travel as remote code")
+                shutil.copyfile(path, folder / path.name)
+            lines += [
+                f"from .{config_file.stem} import {config_cls.__name__}  # noqa: E402",
+                f"from .{model_file.stem} import {model_cls.__name__}  # noqa: E402",
+                f"AutoConfig.register({config_cls.model_type!r}, {config_cls.__name__}, exist_ok=True)",
+                f"AutoModel.register({config_cls.__name__}, {model_cls.__name__}, exist_ok=True)",
+            ]
+        target = folder / "configuration_retizero.py"
+        marker = "# Tower families shipped with this repo (written by RetiZeroModel.save_pretrained)."
+        source = target.read_text(encoding="utf-8")
+        if lines and marker not in source:  # a repo loaded with remote code and saved again has them already
+            header = f"\n\n{marker}\nfrom transformers import AutoModel  # noqa: E402\n"
+            target.write_text(source + header + "\n".join(lines) + "\n")
 
     # --- LoRA ---------------------------------------------------------------------------------------------
     def _inject_vision_lora(self, spec: dict) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 
-from transformers import AutoImageProcessor, AutoTokenizer, VisionTextDualEncoderProcessor
+from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, VisionTextDualEncoderProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ class RetiZeroProcessor(VisionTextDualEncoderProcessor):
         return self.tokenizer.model_max_length
 
     def __call__(self, images=None, text=None, return_tensors: str = "pt", **kwargs):
-        """``pixel_values`` for ``images`` and ``input_ids``/``attention_mask`` for ``text`` (str or list)."""
+        """A ``BatchFeature`` (``.to(device)``) with ``pixel_values`` for ``images`` and ``input_ids``/
+        ``attention_mask`` for ``text`` (str or list)."""
         if images is None and text is None:
             raise ValueError("RetiZeroProcessor needs images, text or both")
         encoding = {}
@@ -62,15 +63,22 @@ class RetiZeroProcessor(VisionTextDualEncoderProcessor):
             )
         if images is not None:
             encoding.update(self.image_processor(images, return_tensors=return_tensors))
-        return encoding
+        return BatchFeature(encoding)
 
     def check_towers(self, config) -> None:
         """Raise ``ValueError`` if this processor cannot feed the towers of a ``RetiZeroConfig``: token ids beyond
-        the text tower's vocabulary, or images of another size than the vision tower's position embeddings."""
+        the text tower's vocabulary, a ``max_length`` beyond its position embeddings, or images of another size
+        than the vision tower's position embeddings."""
         vocab, text_vocab = len(self.tokenizer), config.text_config.vocab_size
         if vocab > text_vocab:
             raise ValueError(
                 f"tokenizer has {vocab} tokens but the text tower's vocabulary has {text_vocab}: not its tokenizer"
+            )
+        positions = getattr(config.text_config, "max_position_embeddings", None)
+        if positions is not None and self.max_length > positions:
+            raise ValueError(
+                f"max_length {self.max_length} exceeds the text tower's {positions} positions: texts that long "
+                "would crash it instead of being truncated"
             )
         processor = self.image_processor
         # The size the model sees: the centre crop when there is one, else the resize target.

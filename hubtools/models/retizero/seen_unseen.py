@@ -1,103 +1,21 @@
-"""A real image–text corpus built offline, and the seen/unseen-class experiment of the demo and the benchmark.
+"""The seen/unseen-class experiment of the demo and the benchmark, on a real captioned corpus
+(:mod:`hubtools.models.retizero.corpora`: Fashion-MNIST or brain-MRI regions).
 
-No retinal image–text corpus exists offline, so the pairs are real Fashion-MNIST images captioned with
-written class knowledge (several descriptive sentences per class, not just the label word). RetiZero is
-trained on SEEN classes only; zero-shot Top-k is then measured on UNSEEN classes (their prompts never
-appeared in training), against chance and a linear probe trained on those classes' labels, and
+RetiZero is trained on SEEN classes only; zero-shot Top-k is then measured on UNSEEN classes (their prompts
+never appeared in training), against chance and a linear probe trained on those classes' labels, and
 image-to-image retrieval P@k on held-out images.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-FASHION_DESCRIPTIONS: dict[str, list[str]] = {
-    "T-shirt": [
-        "a short-sleeved cotton T-shirt with a round neck",
-        "a casual tee worn on the upper body, with short sleeves",
-        "a plain top with short sleeves and no collar",
-    ],
-    "trouser": [
-        "a pair of long trousers with two legs",
-        "long pants that cover both legs down to the ankles",
-        "a pair of jeans or slacks seen from the front",
-    ],
-    "pullover": [
-        "a warm knitted pullover sweater with long sleeves",
-        "a wool jumper pulled over the head, with long sleeves",
-        "a thick long-sleeved sweater for cold weather",
-    ],
-    "dress": [
-        "a one-piece dress for women that hangs from the shoulders",
-        "a long gown or frock covering the body and legs",
-        "a sleeveless summer dress with a flared skirt",
-    ],
-    "coat": [
-        "a long coat with sleeves and buttons down the front",
-        "a winter overcoat or jacket worn outdoors",
-        "a heavy coat with a collar and long sleeves",
-    ],
-    "sandal": [
-        "an open sandal with thin straps for summer",
-        "a light open-toed shoe held on the foot by straps",
-        "a flat strappy sandal that shows the toes",
-    ],
-    "shirt": [
-        "a button-up shirt with a collar and sleeves",
-        "a formal shirt with buttons down the front",
-        "a long-sleeved blouse or dress shirt with a collar",
-    ],
-    "sneaker": [
-        "a low sports sneaker with laces and a rubber sole",
-        "a trainer shoe for running, seen from the side",
-        "a casual athletic shoe with a flat sole",
-    ],
-    "bag": [
-        "a handbag with a handle for carrying things",
-        "a leather purse or tote bag",
-        "a shoulder bag with a strap",
-    ],
-    "ankle boot": [
-        "a short boot that covers the ankle, with a heel",
-        "a leather ankle boot with a thick sole",
-        "a high shoe reaching just above the ankle",
-    ],
-}
-FASHION_CLASSES = list(FASHION_DESCRIPTIONS)
-TEMPLATES = ["a photo of a {}", "a picture of a {}, a piece of clothing"]
-
-
-@functools.lru_cache(maxsize=2)
-def _fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
-    from hubtools.data.offline import fashion_mnist
-
-    return fashion_mnist(split)
-
-
-def fashion_pairs(split: str, classes: Sequence[str], n_per_class: int, seed: int = 0):
-    """A `datasets.Dataset` (image, text, label) of real Fashion-MNIST images of ``classes``, each captioned
-    with one of its class's sentences; ``label`` indexes ``classes``."""
-    from datasets import ClassLabel, Dataset, Features, Image, Value
-    from PIL import Image as PILImage
-
-    images, labels = _fashion_mnist(split)
-    rng = np.random.default_rng(seed)
-    rows: dict[str, list[Any]] = {"image": [], "text": [], "label": []}
-    for new_label, name in enumerate(classes):
-        pool = np.flatnonzero(labels == FASHION_CLASSES.index(name))
-        for i in rng.choice(pool, size=n_per_class, replace=False):
-            rows["image"].append(PILImage.fromarray(images[i]).convert("RGB"))
-            rows["text"].append(str(rng.choice(FASHION_DESCRIPTIONS[name])))
-            rows["label"].append(new_label)
-    features = Features({"image": Image(), "text": Value("string"), "label": ClassLabel(names=list(classes))})
-    return Dataset.from_dict(rows, features=features)
+from hubtools.models.retizero.corpora import FASHION, CaptionedSource, captioned_pairs
 
 
 class OnePerClassOrder(Sampler[int]):
@@ -124,18 +42,6 @@ class OnePerClassOrder(Sampler[int]):
                 yield int(columns[c][j])
 
 
-def _image_features(model, processor, images: list, retrieval: bool = False) -> torch.Tensor:
-    with torch.no_grad():
-        feats = []
-        for i in range(0, len(images), 64):
-            pixels = processor(images=images[i : i + 64])["pixel_values"]
-            if retrieval:
-                feats.append(model.get_retrieval_features(pixels))
-            else:
-                feats.append(model.vision_model(pixel_values=pixels).last_hidden_state[:, 0])
-        return torch.cat(feats)
-
-
 def linear_probe_accuracy(
     train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray
 ) -> float:
@@ -148,26 +54,13 @@ def linear_probe_accuracy(
     return float(clf.score(scaler.transform(test_x), test_y))
 
 
-def run_seen_unseen(
-    work_dir: str | Path,
-    *,
-    seen: Sequence[str] = FASHION_CLASSES[:5],
-    unseen: Sequence[str] = FASHION_CLASSES[5:],
-    steps: int = 200,
-    n_train_per_class: int = 100,
-    n_test_per_class: int = 40,
-    seed: int = 0,
-    pretrained_text: bool = True,
-    lr: float = 1e-3,
-) -> dict[str, float]:
-    """Train a tiny-ViT + MiniLM RetiZero on seen classes; zero-shot, linear probe and retrieval metrics."""
-    from transformers import AutoModel, AutoTokenizer, ViTConfig, ViTImageProcessorPil, ViTModel
+def tiny_retizero(seed: int = 0, pretrained_text: bool = True):
+    """The benchmarks' model and processor: a random tiny ViT (hidden 64, 4 layers, patch 4, 32 px; frozen base +
+    LoRA r 8, spec §4) and all-MiniLM-L6-v2 (real weights, or the same architecture randomly initialised)."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer, ViTConfig, ViTImageProcessorPil, ViTModel
 
     from hubtools.data.offline import minilm_path
     from hubtools.models.retizero import RetiZeroModel, RetiZeroProcessor
-    from hubtools.models.retizero.train import train_retizero
-    from hubtools.models.retizero.zero_shot import retrieval_metrics, topk_accuracy, zero_shot_classify
-    from hubtools.train import TrainConfig
 
     torch.manual_seed(seed)
     vision = ViTModel(
@@ -184,15 +77,46 @@ def run_seen_unseen(
     if pretrained_text:
         text = AutoModel.from_pretrained(minilm_path())
     else:
-        text = AutoModel.from_config(AutoModel.from_pretrained(minilm_path()).config)
+        text = AutoModel.from_config(AutoConfig.from_pretrained(minilm_path()))
     model = RetiZeroModel.from_towers(vision, text, vision_lora={"r": 8}, projection_dim=64)
     processor = RetiZeroProcessor(
         ViTImageProcessorPil(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3),
         AutoTokenizer.from_pretrained(minilm_path()),
     )
-    train_pairs = fashion_pairs("train", seen, n_train_per_class, seed)
+    return model, processor
+
+
+def run_seen_unseen(
+    work_dir: str | Path,
+    *,
+    source: CaptionedSource = FASHION,
+    seen: Sequence[str] | None = None,
+    unseen: Sequence[str] | None = None,
+    steps: int = 200,
+    n_train_per_class: int = 100,
+    n_test_per_class: int = 40,
+    seed: int = 0,
+    pretrained_text: bool = True,
+    lr: float = 1e-3,
+) -> dict[str, float]:
+    """Train a tiny-ViT + MiniLM RetiZero on seen classes (default: the first half of ``source``'s classes);
+    zero-shot, linear probe and retrieval metrics."""
+    from hubtools.models.retizero.train import train_retizero
+    from hubtools.models.retizero.zero_shot import (
+        image_features,
+        retrieval_metrics,
+        topk_accuracy,
+        zero_shot_classify,
+    )
+    from hubtools.train import TrainConfig
+
+    half = len(source.classes) // 2
+    seen = list(seen) if seen is not None else source.classes[:half]
+    unseen = list(unseen) if unseen is not None else source.classes[half:]
+    model, processor = tiny_retizero(seed, pretrained_text)
+    train_pairs = captioned_pairs(source, "train", seen, n_train_per_class, seed)
     config = TrainConfig(
-        output_dir=Path(work_dir) / f"run-seed{seed}-{'pre' if pretrained_text else 'rand'}",
+        output_dir=Path(work_dir) / f"run-{source.name}-seed{seed}-{'pre' if pretrained_text else 'rand'}",
         max_steps=steps,
         batch_size=len(seen),
         lr=lr,
@@ -207,27 +131,27 @@ def run_seen_unseen(
     sampler = OnePerClassOrder(train_pairs["label"], seed)
     model = train_retizero(model, processor, train_pairs, config, sampler=sampler).model.eval()
 
-    test = fashion_pairs("test", list(seen) + list(unseen), n_test_per_class, seed)
+    test = captioned_pairs(source, "test", seen + unseen, n_test_per_class, seed)
     images, labels = [im.convert("RGB") for im in test["image"]], np.asarray(test["label"])
     is_unseen = labels >= len(seen)
     unseen_images = [im for im, u in zip(images, is_unseen, strict=True) if u]
     unseen_labels = labels[is_unseen] - len(seen)
     seen_images = [im for im, u in zip(images, is_unseen, strict=True) if not u]
     metrics: dict[str, float] = {}
-    probs = zero_shot_classify(model, processor, unseen_images, list(unseen), TEMPLATES)
+    probs = zero_shot_classify(model, processor, unseen_images, unseen, source.templates)
     metrics.update({f"unseen_{k}": v for k, v in topk_accuracy(probs, unseen_labels).items()})
-    probs = zero_shot_classify(model, processor, seen_images, list(seen), TEMPLATES)
+    probs = zero_shot_classify(model, processor, seen_images, seen, source.templates)
     metrics["seen_top1"] = topk_accuracy(probs, labels[~is_unseen], ks=(1,))["top1"]
     metrics["unseen_chance_top1"] = 1.0 / len(unseen)
 
     # Linear probe on the unseen classes: trained on their labelled TRAIN images, tested on the same test images.
-    probe_train = fashion_pairs("train", unseen, n_train_per_class, seed + 1)
-    train_x = _image_features(model, processor, [im.convert("RGB") for im in probe_train["image"]]).numpy()
-    test_x = _image_features(model, processor, unseen_images).numpy()
+    probe_train = captioned_pairs(source, "train", unseen, n_train_per_class, seed + 1)
+    train_x = image_features(model, processor, [im.convert("RGB") for im in probe_train["image"]], "cls")
+    test_x = image_features(model, processor, unseen_images, "cls")
     metrics["unseen_linear_probe_top1"] = linear_probe_accuracy(
-        train_x, np.asarray(probe_train["label"]), test_x, unseen_labels
+        train_x.cpu().numpy(), np.asarray(probe_train["label"]), test_x.cpu().numpy(), unseen_labels
     )
-    retrieval = retrieval_metrics(_image_features(model, processor, images, retrieval=True), labels)
+    retrieval = retrieval_metrics(image_features(model, processor, images, "retrieval").cpu(), labels)
     metrics.update({f"retrieval_{k}": v for k, v in retrieval.items()})
     metrics["retrieval_chance_p@1"] = 1.0 / (len(seen) + len(unseen))
     metrics["logit_scale"] = float(model.effective_logit_scale().detach())

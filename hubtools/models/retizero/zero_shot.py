@@ -49,9 +49,35 @@ def class_text_embeddings(
         )
     per_template = []
     for template in templates:
-        enc = processor(text=[template.format(n) for n in names])
-        per_template.append(model.get_text_features(**enc).pooler_output)
+        enc = processor(text=[template.format(n) for n in names]).to(model.device)
+        per_template.append(model.get_text_features(**enc).pooler_output.float())
     return F.normalize(torch.stack(per_template).mean(dim=0), dim=-1)
+
+
+@torch.no_grad()
+def image_features(
+    model: RetiZeroModel,
+    processor: RetiZeroProcessor,
+    images: Sequence,
+    kind: str = "embedding",
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """Float32 features of ``images`` on the model's device, in batches: ``"embedding"`` (projected, normalised),
+    ``"cls"`` (the vision tower's CLS token, what a linear probe sees) or ``"retrieval"``
+    (:meth:`RetiZeroModel.get_retrieval_features`)."""
+    if kind not in ("embedding", "cls", "retrieval"):
+        raise ValueError(f"kind must be 'embedding', 'cls' or 'retrieval', got {kind!r}")
+    images = list(images)
+    feats = []
+    for i in range(0, len(images), batch_size):
+        pixels = processor(images=images[i : i + batch_size])["pixel_values"].to(model.device)
+        if kind == "embedding":
+            feats.append(model.get_image_features(pixels).pooler_output)
+        elif kind == "cls":
+            feats.append(model.vision_model(pixel_values=pixels).last_hidden_state[:, 0])
+        else:
+            feats.append(model.get_retrieval_features(pixels))
+    return torch.cat(feats).float()
 
 
 @torch.no_grad()
@@ -65,16 +91,8 @@ def zero_shot_classify(
 ) -> torch.Tensor:
     """``softmax(exp(s)·I·Tᵀ)`` over classes, shape (n_images, n_classes)."""
     text = class_text_embeddings(model, processor, class_names, templates)
-    images = list(images)
-    image = torch.cat(
-        [
-            model.get_image_features(
-                processor(images=images[i : i + batch_size])["pixel_values"]
-            ).pooler_output
-            for i in range(0, len(images), batch_size)
-        ]
-    )
-    return (model.effective_logit_scale() * image @ text.t()).softmax(dim=-1)
+    image = image_features(model, processor, images, batch_size=batch_size)
+    return (model.effective_logit_scale() * image @ text.t()).softmax(dim=-1).cpu()
 
 
 def topk_accuracy(
@@ -88,6 +106,77 @@ def topk_accuracy(
     order = np.argsort(-scores, axis=1, kind="stable")
     rank = np.argmax(order == labels[:, None], axis=1)
     return {f"top{k}": float((rank < k).mean()) for k in ks if k < n_classes}
+
+
+def zero_shot_report(
+    scores: np.ndarray | torch.Tensor,
+    labels: Sequence[int],
+    class_names: Sequence[str],
+    ks: Sequence[int] = KS,
+) -> dict:
+    """Top-k accuracy overall and per class, and the confusion matrix (rows = true class, columns = the top-1
+    prediction, ties broken by class index) of a zero-shot run."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels)
+    n_classes = len(class_names)
+    if scores.shape != (len(labels), n_classes):
+        raise ValueError(f"scores of shape {scores.shape} for {len(labels)} labels and {n_classes} classes")
+    predicted = np.argsort(-scores, axis=1, kind="stable")[:, 0]
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    per_class = {}
+    for c, name in enumerate(class_names):
+        rows = labels == c
+        per_class[name] = {
+            "n": int(rows.sum()),
+            **(topk_accuracy(scores[rows], labels[rows], ks) if rows.any() else {}),
+        }
+    return {
+        **topk_accuracy(scores, labels, ks),
+        "per_class": per_class,
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def zero_shot_report_png(report: dict, path: str | Path) -> Path:
+    """The picture of :func:`zero_shot_report`: the confusion matrix (counts) and per-class Top-k bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["per_class"])
+    confusion = np.asarray(report["confusion_matrix"])
+    ks = [key for key in ("top1", "top3", "top5") if key in report]
+    n = len(names)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(6 + 0.5 * n, 2.5 + 0.35 * n))
+    left.imshow(confusion, cmap="Blues")
+    for (i, j), count in np.ndenumerate(confusion):
+        if count:
+            color = "white" if count > confusion.max() / 2 else "black"
+            left.text(j, i, str(count), ha="center", va="center", fontsize=7, color=color)
+    left.set_xticks(range(n), names, rotation=60, ha="right", fontsize=7)
+    left.set_yticks(range(n), names, fontsize=7)
+    left.set_xlabel("predicted (top-1)")
+    left.set_ylabel("true class")
+    left.set_title(f"confusion matrix, top-1 {report['top1']:.3f}", fontsize=9)
+    width = 0.8 / max(1, len(ks))
+    for i, key in enumerate(ks):
+        values = [report["per_class"][name].get(key, np.nan) for name in names]
+        right.barh([y + (i - (len(ks) - 1) / 2) * width for y in range(n)], values, width, label=key)
+    right.set_yticks(range(n), names, fontsize=7)
+    right.invert_yaxis()
+    right.set_xlim(0, 1)
+    right.axvline(1 / n, color="grey", linestyle="--", linewidth=1, label="chance top-1")
+    right.set_xlabel("accuracy")
+    right.set_title("per-class Top-k", fontsize=9)
+    right.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 SIMILARITIES = ("cosine", "retizero")
@@ -147,22 +236,23 @@ def retrieval_grid_png(
     images: Sequence, labels: Sequence, neighbours: np.ndarray, path: str | Path, n_queries: int = 6
 ) -> Path:
     """A PNG grid: one row per query (first column), then its retrieved images; green/red titles = same/other
-    label."""
+    label. The ``n_queries`` queries are spread evenly over the items (datasets are often sorted by class)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows, cols = min(n_queries, len(images)), neighbours.shape[1] + 1
+    queries = np.linspace(0, len(images) - 1, rows).round().astype(int)
     fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.7 * rows), squeeze=False)
-    for r in range(rows):
+    for r, q in enumerate(queries):
         for c in range(cols):
-            j = r if c == 0 else int(neighbours[r, c - 1])
+            j = q if c == 0 else int(neighbours[q, c - 1])
             ax = axes[r][c]
             ax.imshow(images[j])
             ax.set_xticks([])
             ax.set_yticks([])
-            color = "black" if c == 0 else ("green" if labels[j] == labels[r] else "red")
+            color = "black" if c == 0 else ("green" if labels[j] == labels[q] else "red")
             ax.set_title(("query: " if c == 0 else f"#{c}: ") + str(labels[j]), fontsize=7, color=color)
     fig.tight_layout()
     path = Path(path)
@@ -176,10 +266,13 @@ __all__ = [
     "DEFAULT_TEMPLATE",
     "check_class_names",
     "class_text_embeddings",
+    "image_features",
     "nearest_neighbours",
     "retrieval_grid_png",
     "retizero_similarity",
     "retrieval_metrics",
     "topk_accuracy",
     "zero_shot_classify",
+    "zero_shot_report",
+    "zero_shot_report_png",
 ]
