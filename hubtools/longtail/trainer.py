@@ -37,6 +37,7 @@ import contextlib
 import copy
 import inspect
 import json
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -303,6 +304,26 @@ def load_model(folder: str | Path) -> tuple[LongTailModel, dict[str, Any]]:
     return model.eval(), info
 
 
+def _zoo_fields(cfg: LongTailTrainConfig) -> dict[str, str]:
+    """Catalogue fields of the trained model: modality and anatomy are the training set's (read from its
+    card, a local build folder or a Hub dataset repo), so the zoo need not guess them."""
+    from huggingface_hub import DatasetCard
+
+    fields = {"task": "image-classification"}
+    command = f"hubtools longtail train --dataset {cfg.dataset} --method {cfg.method}"
+    if cfg.config:
+        command += f" --config {cfg.config}"
+    fields["reproduce"] = command
+    source = Path(cfg.dataset) / "README.md" if Path(cfg.dataset).is_dir() else cfg.dataset
+    try:
+        data = DatasetCard.load(source, repo_type="dataset").data.to_dict()
+    except Exception as exc:  # a card is optional: the fields are then simply absent
+        logging.getLogger(__name__).info("no dataset card for %s (%s): modality/anatomy not set", cfg.dataset, exc)
+        return fields
+    fields.update({k: str(data[k]) for k in ("modality", "anatomy") if data.get(k)})
+    return fields
+
+
 def _card(cfg: LongTailTrainConfig, lt: LTProfile, info: dict[str, Any], test: dict[str, Any]) -> Any:
     from hubtools.hub.cards import render_card
 
@@ -323,6 +344,7 @@ def _card(cfg: LongTailTrainConfig, lt: LTProfile, info: dict[str, Any], test: d
     return render_card(
         "longtail_classifier",
         card_data={"datasets": [cfg.dataset], "tags": [cfg.method]},
+        **_zoo_fields(cfg),
         metrics={
             "task_type": "image-classification",
             "dataset": {
