@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("hubtools.quickstart:quickstart_command", "Run every capability's small demo against a local Hub."),
     "hub": ("hubtools.hub.server.cli:hub_group", "Run and administer a local Hub server."),
     "push": ("hubtools.hub.publish:push_command", "Publish an artifact folder (with its card) to a Hub."),
+    "zoo": ("hubtools.hub.zoo_cli:zoo_group", "Model zoo: catalogue a Hub's artifacts from their cards; list, search, pull."),
     "longtail": ("hubtools.longtail.cli:longtail_group", "Long-tailed medical datasets (MONICA)."),
     "data": ("hubtools.data.cli:data_group", "Data curation: InfoGrowth online cleaning and selection."),
     "be-dinov2": (
@@ -30,7 +31,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "paramgen": ("hubtools.paramgen.cli:paramgen_group", "p-diff / COND P-DIFF: generate parameters and LoRA adapters."),
     "semiseg": ("hubtools.semiseg.cli:semiseg_group", "Semi-supervised segmentation with (Bayesian) pseudo labels."),
+    "merge": ("hubtools.merging.cli:merge", "Model-GLUE: cluster a model zoo, merge with mergekit recipes, mix."),
     "retizero": ("hubtools.models.retizero.cli:retizero_group", "RetiZero: retinal vision-language model, zero-shot and retrieval."),
+    "spaces": ("hubtools.spaces:spaces_group", "Gradio Spaces for each capability: list, run one locally."),
 }
 
 

@@ -3,7 +3,9 @@
 It starts the local Hub server on a free loopback port, points huggingface_hub at it
 (before anything imports huggingface_hub: the client captures ``HF_ENDPOINT`` at import
 time), runs each registered demo, and prints one results table, also written as
-Markdown and JSON. A capability joins by adding its demo module to ``DEMO_MODULES`` and
+Markdown and JSON. It ends by cataloguing everything the demos published with the model
+zoo (``hubtools.hub.zoo``), publishing the catalogue as ``quickstart/zoo`` and printing the
+zoo table (also in results.md). A capability joins by adding its demo module to ``DEMO_MODULES`` and
 decorating one function with :func:`register_demo`.
 """
 
@@ -13,6 +15,7 @@ import importlib
 import json
 import os
 import secrets
+import shutil
 import socket
 import sys
 import time
@@ -36,6 +39,7 @@ DEMO_MODULES: list[str] = [
     "hubtools.paramgen.demo",
     "hubtools.semiseg.demo",
     "hubtools.models.retizero.demo",
+    "hubtools.merging.demo",
 ]
 
 QUICKSTART_USER = "quickstart"
@@ -105,11 +109,15 @@ def _metrics_text(metrics: dict[str, Any]) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items())
 
 
-def write_report(rows: list[Row], out_dir: Path, hub_url: str) -> tuple[Path, Path]:
-    """Write results.json and results.md; returns their paths."""
+def write_report(rows: list[Row], out_dir: Path, hub_url: str, zoo: ZooReport | None = None) -> tuple[Path, Path]:
+    """Write results.json and results.md (with the zoo table when given); returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     js = out_dir / "results.json"
-    js.write_text(json.dumps({"hub": hub_url, "demos": [asdict(r) for r in rows]}, indent=2, default=str) + "\n")
+    report: dict[str, Any] = {"hub": hub_url, "demos": [asdict(r) for r in rows]}
+    if zoo is not None:
+        report["zoo"] = {"repo": zoo.repo_id, "error": zoo.error, "missing": zoo.missing,
+                         "collections": zoo.collections, "entries": [e.to_row() for e in zoo.entries]}
+    js.write_text(json.dumps(report, indent=2, default=str) + "\n")
     lines = [
         "# hubtools quickstart results",
         "",
@@ -122,6 +130,16 @@ def write_report(rows: list[Row], out_dir: Path, hub_url: str) -> tuple[Path, Pa
         metrics = _metrics_text(r.metrics) if r.status == "ok" else r.error.replace("|", "\\|")
         lines.append(f"| {r.name} | {r.status} | {r.seconds:.1f} | {r.data} | {'<br>'.join(r.artifacts)} "
                      f"| {metrics} |")
+    if zoo is not None:
+        from hubtools.hub.zoo import markdown_table
+
+        lines += ["", f"## Model zoo (`datasets/{zoo.repo_id}`, {len(zoo.entries)} artifacts)", ""]
+        if zoo.error:
+            lines += [f"**Zoo check failed:** {zoo.error}", ""]
+        if zoo.entries:
+            lines.append(markdown_table(zoo.entries))
+        if zoo.collections:
+            lines += ["", "Hub collections: " + ", ".join(f"{t} (`{s}`)" for t, s in zoo.collections.items())]
     md = out_dir / "results.md"
     md.write_text("\n".join(lines) + "\n")
     return md, js
@@ -139,6 +157,50 @@ def _print_table(rows: list[Row]) -> None:
         detail = _metrics_text(r.metrics) if r.status == "ok" else r.error
         table.add_row(r.name, status, f"{r.seconds:.1f}", r.data, "\n".join(r.artifacts), detail)
     Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+@dataclass
+class ZooReport:
+    """The closing zoo step: the catalogue of the embedded Hub, and demo artifacts it lacks."""
+
+    repo_id: str
+    entries: list[Any] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    collections: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+
+
+def _published_repo(artifact: str) -> tuple[str, str]:
+    """``"datasets/ns/name (config)"`` -> ``("dataset", "ns/name")``, as demos list their artifacts."""
+    ref = artifact.split()[0]
+    for prefix, repo_type in (("datasets/", "dataset"), ("spaces/", "space")):
+        if ref.startswith(prefix):
+            return repo_type, ref[len(prefix):]
+    return "model", ref
+
+
+def index_zoo(rows: list[Row], out_dir: Path, token: str) -> ZooReport:
+    """Catalogue every repo of the quickstart user, publish it as a dataset, and check that each
+    artifact a demo reported is in it."""
+    from huggingface_hub import HfApi
+
+    from hubtools.hub.zoo import index_and_publish
+
+    report = ZooReport(repo_id=f"{QUICKSTART_USER}/zoo")
+    try:
+        index = index_and_publish(
+            QUICKSTART_USER, repo_id=report.repo_id, out_dir=out_dir / "zoo", api=HfApi(token=token)
+        )
+        report.entries, report.collections = index.entries, index.collections
+    except Exception as exc:  # the demos' results must still be reported
+        traceback.print_exc()
+        report.error = f"{type(exc).__name__}: {exc}"
+        return report
+    indexed = {(e.repo_type, e.repo_id) for e in report.entries}
+    report.missing = [a for r in rows for a in r.artifacts if _published_repo(a) not in indexed]
+    if report.missing:
+        report.error = f"published but not in the zoo: {', '.join(report.missing)}"
+    return report
 
 
 def _point_clients_at(url: str, token: str, hf_home: Path) -> None:
@@ -187,7 +249,10 @@ def run_quickstart(out_dir: Path, data_dir: Path | None = None, only: tuple[str,
         for demo in selected:
             click.echo(f"--- {demo.name}: {demo.title}")
             work = out_dir / "work" / demo.name
-            work.mkdir(parents=True, exist_ok=True)
+            # Each run starts from an empty work folder: a demo's trainers refuse (rightly) to
+            # mix their snapshots with a previous run's, so re-running into the same --out works.
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
             ctx = DemoContext(hub_url=server.url, token=token, user=QUICKSTART_USER, work_dir=work)
             t0 = time.perf_counter()
             try:
@@ -199,9 +264,18 @@ def run_quickstart(out_dir: Path, data_dir: Path | None = None, only: tuple[str,
                 continue
             rows.append(Row(demo.name, demo.title, "ok", time.perf_counter() - t0, data=result.data,
                             artifacts=result.artifacts, metrics=result.metrics))
-        md, js = write_report(rows, out_dir, server.url)
+        click.echo("--- zoo: cataloguing every artifact on the embedded Hub")
+        zoo = index_zoo(rows, out_dir, token)
+        md, js = write_report(rows, out_dir, server.url, zoo)
     _print_table(rows)
+    if not zoo.error or zoo.missing:
+        from hubtools.hub.zoo import print_table
+
+        print_table(zoo.entries, title=f"hubtools zoo: datasets/{zoo.repo_id}",
+                    width=None if sys.stdout.isatty() else 160)
     click.echo(f"results: {md} and {js}")
+    if zoo.error:
+        raise click.ClickException(f"zoo: {zoo.error}")
     return rows
 
 

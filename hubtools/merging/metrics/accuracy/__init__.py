@@ -1,0 +1,1 @@
+"""Local evaluate module (a package only so that wheels ship it; evaluate.load reads accuracy.py)."""
