@@ -1,4 +1,4 @@
-"""``hubtools retizero``: build, train, zeroshot, retrieve, export, convert.
+"""``hubtools retizero``: build, train, zeroshot, retrieve, fewshot, export, convert.
 
 Every command takes ``--config FILE.yaml`` with the same settings as its flags (flags given explicitly win).
 """
@@ -313,6 +313,9 @@ class RetrieveConfig(StrictModel):
     k: list[int] = [1, 3, 5]
     similarity: str = "cosine"
     normalization: str = "imagenet"
+    cluster_weighting: bool = False
+    min_cluster_size: int = 100
+    max_per_class: int = 8000
     label_column: str = "label"
     image_column: str = "image"
     split: str = "test"
@@ -337,6 +340,23 @@ class RetrieveConfig(StrictModel):
     show_default=True,
     help="half: mean = std = 0.5, as the anchor's retrieval script (parity checks only).",
 )
+@click.option(
+    "--cluster-weighting/--no-cluster-weighting",
+    default=False,
+    show_default=True,
+    help="Anchor option: PCA-256 + HDBSCAN (leaf) clusters; similarities to items outside the query's "
+    "cluster x 0.5 (the anchor reduces with UMAP, not installed).",
+)
+@click.option(
+    "--min-cluster-size", type=int, default=100, show_default=True, help="HDBSCAN min_cluster_size."
+)
+@click.option(
+    "--max-per-class",
+    type=int,
+    default=8000,
+    show_default=True,
+    help="Gallery cap: at most this many images per label, seeded sample (0: all).",
+)
 @click.option("--label-column", default="label", show_default=True)
 @click.option("--image-column", default="image", show_default=True)
 @click.option("--split", default="test", show_default=True)
@@ -350,6 +370,9 @@ def retrieve_command(
     k: tuple[int, ...] | list[int],
     similarity: str,
     normalization: str,
+    cluster_weighting: bool,
+    min_cluster_size: int,
+    max_per_class: int,
     label_column: str,
     image_column: str,
     split: str,
@@ -359,6 +382,8 @@ def retrieve_command(
     _require(model=model, data=data)
     from hubtools.models.retizero.train import open_split
     from hubtools.models.retizero.zero_shot import (
+        cap_per_class,
+        cluster_labels,
         image_features,
         nearest_neighbours,
         retrieval_grid_png,
@@ -368,23 +393,147 @@ def retrieve_command(
     try:
         rz, processor = _load(model)
         dataset = open_split(data, split)
-        labels = dataset[label_column] if label_column in dataset.column_names else None
-        if labels is None:
+        if label_column not in dataset.column_names:
             raise ValueError(f"no label column {label_column!r} (columns: {dataset.column_names})")
+        n_before = len(dataset)
+        kept = cap_per_class(dataset[label_column], max_per_class)
+        if len(kept) < n_before:
+            dataset = dataset.select(kept)
+        labels = dataset[label_column]
         images = [im.convert("RGB") for im in dataset[image_column]]
         if normalization == "half":
             processor.image_processor.image_mean = processor.image_processor.image_std = [0.5, 0.5, 0.5]
         feats = image_features(rz, processor, images, "retrieval")
-        metrics = retrieval_metrics(feats, labels, ks=list(k) or [1, 3, 5], similarity=similarity)
+        clusters = cluster_labels(feats, min_cluster_size=min_cluster_size) if cluster_weighting else None
+        metrics = retrieval_metrics(feats, labels, list(k) or [1, 3, 5], similarity, clusters)
         if out is not None:  # the picture a person would rather look at: queries and their top 5
             names = getattr(dataset.features[label_column], "names", None)
             shown = [names[v] for v in labels] if names else labels
-            neighbours = nearest_neighbours(feats, min(5, len(images) - 1), similarity)
+            neighbours = nearest_neighbours(feats, min(5, len(images) - 1), similarity, clusters)
             retrieval_grid_png(images, shown, neighbours, out.with_suffix(".png"))
     except (HubtoolsError, OSError, ValueError) as err:
         raise _fail(err) from None
     report = {"n_images": len(labels), "similarity": similarity, "normalization": normalization}
+    if len(labels) < n_before:
+        report.update(max_per_class=max_per_class, n_images_before_cap=n_before)
+    if clusters is not None:
+        report["cluster_weighting"] = {
+            "reduction": "pca-256",
+            "min_cluster_size": min_cluster_size,
+            "n_clusters": int(clusters.max()) + 1,
+            "noise_share": float((clusters < 0).mean()),
+        }
     _write_report({**report, **metrics}, out)
+
+
+class FewShotConfig(StrictModel):
+    model: str | None = None
+    data: str | None = None
+    shots: int | None = None
+    classes: str | None = None
+    train_split: str = "train"
+    test_split: str = "test"
+    epochs: int = 100
+    lr: float = 1e-3
+    seed: int = 0
+    label_column: str = "label"
+    image_column: str = "image"
+    out: Path | None = None
+
+
+@retizero_group.command("fewshot")
+@click.option("--model", help="RetiZero folder or Hub id (encoder frozen).")
+@click.option("--data", help="Labelled image dataset (save_to_disk folder, data folder or Hub id).")
+@click.option("--shots", type=int, help="Training images per class, drawn from --train-split (seeded).")
+@click.option("--classes", help="Comma-separated class names [default: ClassLabel names].")
+@click.option("--train-split", default="train", show_default=True)
+@click.option(
+    "--test-split",
+    default="test",
+    show_default=True,
+    help="Evaluation split; if it equals --train-split, the images not drawn as shots.",
+)
+@click.option("--epochs", type=int, default=100, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--image-column", default="image", show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the JSON report here, and the head (weight, bias) with the suffix .safetensors.",
+)
+@config_option(FewShotConfig)
+def fewshot_command(
+    model: str | None,
+    data: str | None,
+    shots: int | None,
+    classes: str | None,
+    train_split: str,
+    test_split: str,
+    epochs: int,
+    lr: float,
+    seed: int,
+    label_column: str,
+    image_column: str,
+    out: Path | None,
+) -> None:
+    """Few-shot linear head (anchor Finetuning.py): Linear(D, C) on the frozen CLS feature, Adam; Top-k report
+    (overall, per class, confusion matrix) on the test images."""
+    _require(model=model, data=data, shots=shots)
+    import numpy as np
+
+    from hubtools.models.retizero.few_shot import head_logits, sample_shots, train_few_shot_head
+    from hubtools.models.retizero.train import open_split
+    from hubtools.models.retizero.zero_shot import image_features, zero_shot_report
+
+    try:
+        rz, processor = _load(model)
+        names = [c.strip() for c in classes.split(",")] if classes else None
+        train_set = open_split(data, train_split)
+        train_labels, names = _labels(train_set, label_column, names)
+        picked = sample_shots(train_labels, shots, seed)
+        if test_split == train_split:
+            test_set = train_set.select(np.setdiff1d(np.arange(len(train_set)), picked))
+        else:
+            test_set = open_split(data, test_split)
+        test_labels, _ = _labels(test_set, label_column, names)
+        train_set = train_set.select(picked)
+
+        def features(ds):
+            return image_features(rz, processor, [im.convert("RGB") for im in ds[image_column]], "cls")
+
+        result = train_few_shot_head(
+            features(train_set),
+            [train_labels[i] for i in picked],
+            len(names),
+            epochs=epochs,
+            lr=lr,
+            seed=seed,
+        )
+        logits = head_logits(result.head, features(test_set))
+        report = {
+            "n_train": len(picked),
+            "n_test": len(test_labels),
+            "shots": shots,
+            "epochs": epochs,
+            "lr": lr,
+            "seed": seed,
+            "classes": names,
+            **result.metrics,
+            **zero_shot_report(logits, test_labels, names),
+        }
+        if out is not None:
+            from safetensors.torch import save_file
+
+            out.parent.mkdir(parents=True, exist_ok=True)
+            save_file(
+                {k: v.contiguous() for k, v in result.head.state_dict().items()},
+                str(out.with_suffix(".safetensors")),
+            )
+    except (HubtoolsError, OSError, ValueError) as err:
+        raise _fail(err) from None
+    _write_report(report, out)
 
 
 class ExportConfig(StrictModel):

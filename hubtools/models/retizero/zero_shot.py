@@ -189,19 +189,80 @@ def retizero_similarity(embeddings: np.ndarray | torch.Tensor) -> torch.Tensor:
     return half / (half + torch.cdist(x, x))
 
 
+CLUSTER_DOWNWEIGHT = 0.5
+
+
+def cluster_labels(
+    embeddings: np.ndarray | torch.Tensor,
+    n_components: int = 256,
+    min_cluster_size: int = 100,
+    seed: int = 0,
+) -> np.ndarray:
+    """Cluster ids (-1 = noise) for the anchor's optional cluster weighting: the anchor reduces with UMAP to 256-d
+    (n_neighbors 20, min_dist 0) and runs HDBSCAN (min_cluster_size 100, leaf selection). ``umap-learn`` is not a
+    hubtools dependency, so this reduces with PCA (seeded) instead, then runs scikit-learn's
+    ``HDBSCAN(min_cluster_size, cluster_selection_method="leaf")``: same clustering, a different (linear)
+    reduction, so clusters can differ from the anchor's."""
+    from sklearn.cluster import HDBSCAN
+    from sklearn.decomposition import PCA
+
+    x = np.asarray(embeddings, dtype=np.float64)
+    components = min(n_components, x.shape[0], x.shape[1])
+    reduced = PCA(n_components=components, random_state=seed).fit_transform(x)
+    clustering = HDBSCAN(min_cluster_size=min_cluster_size, cluster_selection_method="leaf", copy=False)
+    return clustering.fit_predict(reduced)
+
+
+def cluster_weights(clusters: Sequence[int]) -> np.ndarray:
+    """``w_ij = 0.5`` where item j lies outside query i's cluster, else 1. A noise query (id -1) has no cluster,
+    so its row stays 1 (nothing to be "outside" of); a noise item is outside every cluster."""
+    c = np.asarray(clusters)
+    outside = (c[:, None] != c[None, :]) & (c[:, None] >= 0)
+    return np.where(outside, CLUSTER_DOWNWEIGHT, 1.0)
+
+
+def cap_per_class(labels: Sequence, max_per_class: int | None = 8000, seed: int = 0) -> np.ndarray:
+    """Sorted indices keeping at most ``max_per_class`` items of each label (the anchor's gallery holds up to 8000
+    images per class), drawn with a seeded generator; ``None``/0 keeps all."""
+    labels = np.asarray(labels)
+    if not max_per_class:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    keep = []
+    for value in np.unique(labels):
+        members = np.flatnonzero(labels == value)
+        keep.append(
+            members if len(members) <= max_per_class else rng.choice(members, max_per_class, replace=False)
+        )
+    return np.sort(np.concatenate(keep))
+
+
 def nearest_neighbours(
-    embeddings: np.ndarray | torch.Tensor, k: int, similarity: str = "cosine"
+    embeddings: np.ndarray | torch.Tensor,
+    k: int,
+    similarity: str = "cosine",
+    clusters: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Indices (n, k) of each item's k most similar OTHER items; the query is dropped by index, so an exact
     duplicate of it still counts. ``"cosine"``: faiss inner-product index on unit vectors; ``"retizero"``:
-    :func:`retizero_similarity`, brute force (n × n)."""
+    :func:`retizero_similarity`, brute force (n × n). With ``clusters`` (:func:`cluster_labels`), similarities are
+    multiplied by :func:`cluster_weights` (brute force); cosine is then mapped to ``(1 + cos)/2`` ∈ [0, 1] first
+    (same ranking) so that the ×0.5 always lowers a score (a negative cosine would rise)."""
     if similarity not in SIMILARITIES:
         raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
     n = len(embeddings)
     if not 0 < k < n:
         raise ValueError(f"k must be between 1 and the number of items - 1 ({n - 1}), got {k}")
-    if similarity == "retizero":
-        scores = retizero_similarity(embeddings)
+    if clusters is not None and len(clusters) != n:
+        raise ValueError(f"{len(clusters)} cluster ids for {n} items")
+    if similarity == "retizero" or clusters is not None:
+        if similarity == "retizero":
+            scores = retizero_similarity(embeddings)
+        else:
+            x = F.normalize(torch.as_tensor(np.asarray(embeddings), dtype=torch.float64), dim=-1)
+            scores = (1 + x @ x.t()) / 2
+        if clusters is not None:
+            scores = scores * torch.from_numpy(cluster_weights(clusters))
         scores.fill_diagonal_(-float("inf"))
         return np.argsort(-scores.numpy(), axis=1, kind="stable")[:, :k]
     import faiss
@@ -218,13 +279,14 @@ def retrieval_metrics(
     labels: Sequence,
     ks: Sequence[int] = KS,
     similarity: str = "cosine",
+    clusters: Sequence[int] | None = None,
 ) -> dict[str, float]:
-    """Image-to-image retrieval, each item querying all OTHER items (``similarity`` as in
-    :func:`nearest_neighbours`): ``p@k`` = share of the top k with the query's label, ``hit@k`` = any of the top k
-    has it (only k < number of items)."""
+    """Image-to-image retrieval, each item querying all OTHER items (``similarity`` and the optional cluster
+    weighting ``clusters`` as in :func:`nearest_neighbours`): ``p@k`` = share of the top k with the query's
+    label, ``hit@k`` = any of the top k has it (only k < number of items)."""
     labels = np.asarray(labels)
     ks = [k for k in ks if k < len(labels)]
-    same = labels[nearest_neighbours(embeddings, max(ks), similarity)] == labels[:, None]
+    same = labels[nearest_neighbours(embeddings, max(ks), similarity, clusters)] == labels[:, None]
     metrics = {}
     for k in ks:
         metrics[f"p@{k}"] = float(same[:, :k].mean())
@@ -263,8 +325,12 @@ def retrieval_grid_png(
 
 
 __all__ = [
+    "CLUSTER_DOWNWEIGHT",
     "DEFAULT_TEMPLATE",
+    "cap_per_class",
     "check_class_names",
+    "cluster_labels",
+    "cluster_weights",
     "class_text_embeddings",
     "image_features",
     "nearest_neighbours",
