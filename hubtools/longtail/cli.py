@@ -3,7 +3,8 @@
 ``build`` turns the raw files a user downloaded into a long-tailed ``DatasetDict``, prints
 the per-class train counts, writes the local artifact (Arrow data, ``LTProfile`` JSON, a
 bar chart PNG, a dataset card) and optionally publishes it as Parquet on a Hub.
-Training and evaluation commands join this group from the methods side.
+``train``/``eval`` run a method on a built set (a folder or a Hub dataset repo); ``table``
+compares finished runs (Markdown + per-class accuracy PNG).
 """
 
 from __future__ import annotations
@@ -198,6 +199,8 @@ def train_command(config_file: Path | None, **flags: object) -> None:
         folder = train_longtail(cfg)
     except HubtoolsError as err:
         raise click.ClickException(str(err)) from None
+    if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch only rank 0 writes the model folder
+        return
     metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["test"]
     click.echo(
         " ".join(
@@ -221,3 +224,37 @@ def eval_command(model_dir: Path, dataset: str, config: str | None, split: str) 
     except HubtoolsError as err:
         raise click.ClickException(str(err)) from None
     click.echo(json.dumps(report, indent=2))
+
+
+@longtail_group.command("table")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the Markdown here (the per-class PNG goes beside it, same stem).",
+)
+@click.option(
+    "--png",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Per-class PNG path (default: beside --output, else longtail-table.png).",
+)
+def table_command(runs: tuple[Path, ...], output: Path | None, png: Path | None) -> None:
+    """Compare `longtail train` RUNS (same dataset): MONICA-style Markdown table + per-class accuracy PNG.
+
+    Runs of one method (seeds) are pooled into mean +- std.
+    """
+    from hubtools.longtail.table import comparison
+
+    png = png or (output.with_suffix(".png") if output else Path("longtail-table.png"))
+    try:
+        md, _ = comparison(runs, png)
+    except HubtoolsError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(md)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(md + "\n", encoding="utf-8")
+        click.echo(f"saved {output}")
+    click.echo(f"saved {png}")

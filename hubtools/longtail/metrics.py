@@ -7,8 +7,10 @@
 - ``many_acc`` / ``medium_acc`` / ``few_acc``: mean recall of each group (index cut-offs of the profile);
 - ``group_avg_acc``: mean of the three group means (MONICA's "avg"; weights classes unequally);
 - ``macro_f1``, ``macro_auroc`` (one-vs-rest, on softmax probabilities unless ``auc_input="logits"``),
-  ``group_avg_auroc``;
-- ``per_class_recall``, ``per_class_f1``, ``per_class_auroc``: lists of length C (``nan`` where undefined).
+  ``macro_auprc`` (one-vs-rest average precision, scikit-learn's step-wise definition);
+- ``group_avg_f1``, ``group_avg_auroc``, ``group_avg_auprc``: the same mean of group means as ``group_avg_acc``;
+- ``per_class_recall``, ``per_class_f1``, ``per_class_auroc``, ``per_class_auprc``: lists of length C
+  (``nan`` where undefined).
 
 A group with no class present in ``labels`` is left out of ``group_avg_*`` and reported as ``nan``.
 """
@@ -54,6 +56,26 @@ def _auroc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def _auprc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """One-vs-rest average precision: sum over distinct thresholds of (R_n - R_{n-1}) * P_n, no interpolation."""
+    n_pos = int(positive.sum())
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="mergesort")
+    hits = positive[order]
+    # one operating point per distinct score: tied samples enter together
+    last_of_tie = np.r_[np.flatnonzero(np.diff(scores[order])), hits.size - 1]
+    tp = np.cumsum(hits)[last_of_tie]
+    precision = tp / (last_of_tie + 1)
+    recall = tp / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def _group_avg(values: np.ndarray, groups: np.ndarray) -> float:
+    """Mean of the many/medium/few group means (groups with no defined value left out)."""
+    return _nanmean(np.array([_nanmean(np.where(groups == g, values, np.nan)) for g in range(3)]))
+
+
 def _nanmean(values: np.ndarray) -> float:
     values = values[~np.isnan(values)]
     return float(values.mean()) if values.size else float("nan")
@@ -85,7 +107,7 @@ def lt_report(
 
     pred = z.argmax(axis=1)
     scores = _softmax(z) if auc_input == "probs" else z
-    recall, f1, auroc = (np.full(num_classes, np.nan) for _ in range(3))
+    recall, f1, auroc, auprc = (np.full(num_classes, np.nan) for _ in range(4))
     for c in range(num_classes):
         true_c, pred_c = y == c, pred == c
         tp = int((true_c & pred_c).sum())
@@ -94,6 +116,7 @@ def lt_report(
         denom = true_c.sum() + pred_c.sum()
         f1[c] = 2 * tp / denom if denom else 0.0
         auroc[c] = _auroc(scores[:, c], true_c)
+        auprc[c] = _auprc(scores[:, c], true_c)
     present = ~np.isnan(recall)
 
     report: dict[str, Any] = {"top1": 100.0 * float((pred == y).mean()) if y.size else float("nan")}
@@ -107,11 +130,14 @@ def lt_report(
     seen = present | np.isin(np.arange(num_classes), pred)
     report["macro_f1"] = 100.0 * float(f1[seen].mean()) if seen.any() else float("nan")
     report["macro_auroc"] = 100.0 * _nanmean(auroc)
-    report["group_avg_auroc"] = 100.0 * _nanmean(
-        np.array([_nanmean(np.where(groups == g, auroc, np.nan)) for g in range(3)])
-    )
+    report["macro_auprc"] = 100.0 * _nanmean(auprc)
+    # F1 of a class absent from labels is undefined for the group view (no recall to group by)
+    report["group_avg_f1"] = 100.0 * _group_avg(np.where(present, f1, np.nan), groups)
+    report["group_avg_auroc"] = 100.0 * _group_avg(auroc, groups)
+    report["group_avg_auprc"] = 100.0 * _group_avg(auprc, groups)
     report["per_class_recall"] = (100.0 * recall).tolist()
     report["per_class_f1"] = (100.0 * f1).tolist()
     report["per_class_auroc"] = (100.0 * auroc).tolist()
+    report["per_class_auprc"] = (100.0 * auprc).tolist()
     report["num_samples"] = int(y.size)
     return report
