@@ -681,7 +681,10 @@ def _fit(
     else:
         extra = {"flex_mode": mopts["flex_mode"]} if method.sampler == "flex" else {}
         sampler = get_sampler(method.sampler, labels, lt.cls_num_list, **common, **extra)
-    steps_per_epoch = max(1, len(sampler) // cfg.batch_size)
+    # Under `accelerate launch` each of WORLD_SIZE processes takes every N-th batch (accelerate evens
+    # them out), so an epoch is ceil(batches / N) optimiser steps, not `batches`.
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    steps_per_epoch = max(1, math.ceil((len(sampler) // cfg.batch_size) / world_size))
     train_cfg = TrainConfig(
         output_dir=cfg.output_dir,
         seed=cfg.seed,

@@ -28,11 +28,12 @@ def merge_demo(ctx: DemoContext) -> DemoResult:
     torch.set_num_threads(1)  # tiny models: one thread beats two on a busy machine
     try:
         zoo = build_synthetic_zoo(ctx.work_dir / "zoo", scale=DEMO_SCALE)
+        members = _publish_zoo(ctx, zoo.models)  # glue works on the Hub ids, pinned to their commits
         # per-token accuracy: at 6% of the training steps whole answers are rarely right yet
         search = SyntheticTaskEvaluator(ZOO_TASKS, "search", limit=DEMO_LIMIT, metric="token")
         report = SyntheticTaskEvaluator(ZOO_TASKS, "report", limit=DEMO_LIMIT, metric="token")
         result = glue(
-            zoo.models,
+            members,
             search,
             ctx.work_dir / "glued",
             report_evaluator=report,
@@ -52,7 +53,7 @@ def merge_demo(ctx: DemoContext) -> DemoResult:
         torch.set_num_threads(threads)
     return DemoResult(
         data=f"synthetic string-task zoo (spec 4.1), {len(zoo.models)} tiny Llamas at scale {DEMO_SCALE}",
-        artifacts=[repo],
+        artifacts=[repo, *members.values()],  # the glued model first: what the merge Space shows
         metrics={
             "clusters": len(pushed["clustering"]["families"]),
             "purity": pushed["purity"],
@@ -60,3 +61,38 @@ def merge_demo(ctx: DemoContext) -> DemoResult:
             "glued_report": round(result.fitness, 3),
         },
     )
+
+
+def _publish_zoo(ctx: DemoContext, models: dict) -> dict[str, str]:
+    """Push each zoo member with a small card; returns name -> repo id."""
+    import tempfile
+
+    from hubtools.hub.artifacts import save_card
+    from hubtools.hub.cards import render_card
+    from hubtools.hub.publish import push_artifact
+
+    members = {}
+    for name, folder in models.items():
+        repo = ctx.repo_id(f"glue-zoo-{name.replace('_', '-')}")
+        card = render_card(
+            "model",
+            card_data={
+                "license": "apache-2.0",
+                "pipeline_tag": "text-generation",
+                "tags": ["model-glue-zoo"],
+            },
+            model_name=repo.split("/")[-1],
+            modality="text",
+            task="text-generation",
+            reproduce="hubtools merge zoo synthetic ZOO_DIR",
+            summary=f"Member `{name}` of Model-GLUE's synthetic string-task zoo (spec 4.1): a tiny Llama, "
+            "trained for the quickstart at a small fraction of the spec's steps.",
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            import shutil
+
+            shutil.copytree(folder, tmp, dirs_exist_ok=True)
+            save_card(tmp, card)
+            push_artifact(tmp, repo, token=ctx.token)
+        members[name] = repo
+    return members

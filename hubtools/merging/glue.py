@@ -411,9 +411,13 @@ def render_glue_card(report: dict, recipes: Mapping[str, Recipe], sources: list[
         }
         for split in ("search", "report")
     ]
+    # The Hub's base_model metadata takes repo ids; the pinned "id@commit" stays in the text and recipes.
+    base_models = [s.split("@", 1)[0] if not s.startswith("/") else s for s in sources]
     return render_card(
         "merged_model",
-        card_data={"base_model": sources, "model_name": f"{report['zoo']}-glue"},
+        card_data={"base_model": base_models, "model_name": f"{report['zoo']}-glue"},
+        modality="text",
+        task="text-generation",
         metrics=metrics,
         source_models=sources,
         merge_method=method,

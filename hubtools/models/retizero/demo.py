@@ -93,6 +93,9 @@ def _run(ctx: DemoContext) -> DemoResult:
         candidate_labels=FUNDUS_LABELS,
         training_data="200 real Fashion-MNIST images of 5 classes, captioned with written class descriptions.",
         training_procedure=f"Tiny random-init ViT (frozen, LoRA r 8) + MiniLM, {DEMO_STEPS} steps CLIP + evidential loss.",
+        # trained on Fashion-MNIST captions: the catalogue must not list it as a retinal model
+        zoo_fields={"modality": "image", "anatomy": "n/a (demo trained on Fashion-MNIST)",
+                    "reproduce": "hubtools quickstart --only retizero"},
     )
     push_artifact(folder, repo_id)
     reloaded = AutoModel.from_pretrained(repo_id).eval()

@@ -128,9 +128,11 @@ def save_retizero(
     training_procedure: str | None = None,
     candidate_labels: list[str] | None = None,
     repo_id: str | None = None,
+    zoo_fields: Mapping[str, str] | None = None,
 ) -> Path:
     """Write model + processor + card to ``out_dir`` atomically; LoRA is folded in (on a copy) unless
-    ``merge_lora=False``, so Hub users need neither peft nor hubtools."""
+    ``merge_lora=False``, so Hub users need neither peft nor hubtools. ``zoo_fields`` (modality, anatomy,
+    task, reproduce) go to the card's catalogue metadata."""
     out_dir = Path(out_dir)
     processor.check_towers(model.config)
     if merge_lora and model.config.vision_lora is not None:
@@ -150,6 +152,7 @@ def save_retizero(
         text_tower=model.config.text_config.model_type,
         training_data=training_data,
         training_procedure=training_procedure,
+        **(zoo_fields or {}),
     )
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
