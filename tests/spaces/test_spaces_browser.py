@@ -1,13 +1,15 @@
 """End-to-end: the Spaces served by gradio on loopback, driven in headless Debian Chromium through Playwright
 (the system browser; Playwright never downloads one). Each test uploads an input, checks the output on the page
-against the Space's own computation, saves a screenshot under benchmarks/results/spaces/, and fails if the page or
+against the Space's own computation, saves a screenshot (under $HUBTOOLS_SCREENSHOTS, else a temporary folder), and fails if the page or
 the app tries to reach anything but loopback."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +32,10 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "spaces"
+# Screenshots go to a temporary folder, so a test run leaves the checkout untouched; set
+# HUBTOOLS_SCREENSHOTS=benchmarks/results/spaces to refresh the committed ones.
+SCREENSHOTS = Path(os.environ.get("HUBTOOLS_SCREENSHOTS") or tempfile.mkdtemp(prefix="hubtools-screens-"))
+SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 TIMEOUT_MS = 60_000
 
 
