@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "hub": ("hubtools.hub.server.cli:hub_group", "Run and administer a local Hub server."),
     "push": ("hubtools.hub.publish:push_command", "Publish an artifact folder (with its card) to a Hub."),
     "zoo": ("hubtools.hub.zoo_cli:zoo_group", "Model zoo: catalogue a Hub's artifacts from their cards; list, search, pull."),
-    "longtail": ("hubtools.longtail.cli:longtail_group", "Long-tailed medical datasets (MONICA)."),
+    "longtail": ("hubtools.longtail.cli:longtail_group", "Long-tailed medical classification (MONICA): datasets, methods, metrics, tables."),
     "data": ("hubtools.data.cli:data_group", "Data curation: InfoGrowth online cleaning and selection."),
     "be-dinov2": (
         "hubtools.models.be_dinov2.cli:be_dinov2_group",

@@ -7,8 +7,10 @@
   :mod:`~hubtools.longtail.samplers` (``get_sampler``), :mod:`~hubtools.longtail.classifiers`
   (``get_classifier``), :mod:`~hubtools.longtail.augment` (mixup, RandAugment, RSG),
   :mod:`~hubtools.longtail.experts` (SADE/RIDE expert heads), :mod:`~hubtools.longtail.metrics`
-  (``lt_report``), :mod:`~hubtools.longtail.trainer` (also SAM, BBN, flexible sampling).
-- :mod:`hubtools.longtail.cli`: ``hubtools longtail build|profile|train|eval``.
+  (``lt_report``), :mod:`~hubtools.longtail.lt_metric` (the same as an offline ``evaluate`` module),
+  :mod:`~hubtools.longtail.table` (MONICA-style comparison of runs), :mod:`~hubtools.longtail.trainer`
+  (also SAM, BBN, flexible sampling).
+- :mod:`hubtools.longtail.cli`: ``hubtools longtail build|profile|train|eval|table``.
 
 Submodules are imported on use so ``import hubtools.longtail`` stays light.
 """
