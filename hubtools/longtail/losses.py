@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -405,6 +406,62 @@ class RangeLoss(LongTailLoss):
         if features is None or features.shape[0] != logits.shape[0]:
             raise ConfigError("range_loss needs the batch features: loss(logits, targets, features=f)")
         return F.cross_entropy(logits.float(), targets) + self.lambda_r * self.range_term(features, targets)
+
+
+class CenterLoss(LongTailLoss):
+    """CE + lambda_c * L_C on features f (Wen et al. 2016, "A Discriminative Feature Learning Approach for Deep
+    Face Recognition"), one of the spec's optional extras.
+
+    L_C = 1/2 * mean_i ||f_i - c_{y_i}||^2 (the paper sums over the batch; hubtools averages, as its CE does).
+    The centres are not trained by the optimiser but by the paper's rule after each training forward:
+    c_j <- c_j - alpha * Delta c_j, Delta c_j = sum_{i: y_i = j} (c_j - f_i) / (1 + n_j), with the features
+    detached; under several processes the sums are all-reduced so every rank keeps the same centres. The
+    centres are a persistent buffer (checkpointed with the loss for exact resume), zero until the first batch
+    fixes the feature size. Defaults lambda_c 0.003 and alpha 0.5 are the paper's.
+    """
+
+    needs_features = True
+    stateful = True
+
+    def __init__(self, cls_num_list: Sequence[int], lambda_c: float = 0.003, alpha: float = 0.5) -> None:
+        super().__init__(cls_num_list)
+        if not 0.0 < alpha <= 1.0:
+            raise ConfigError(f"center_loss alpha must be in (0, 1], got {alpha}")
+        self.lambda_c, self.alpha = lambda_c, alpha
+        self.register_buffer("centers", torch.zeros(0))
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        saved = state_dict.get(prefix + "centers")
+        if saved is not None and saved.shape != self.centers.shape:  # sized lazily: take the saved size
+            self.centers = torch.zeros_like(saved)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(
+        self, logits: torch.Tensor, targets: torch.Tensor, features: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        self.check(logits, targets)
+        if features is None or features.shape[0] != logits.shape[0]:
+            raise ConfigError("center_loss needs the batch features: loss(logits, targets, features=f)")
+        f = features.float().flatten(1)
+        if self.centers.numel() == 0:
+            self.centers = f.new_zeros(self.num_classes, f.shape[1])
+        elif self.centers.device != f.device:  # restored from a checkpoint on the CPU
+            self.centers = self.centers.to(f.device)
+        centre_term = 0.5 * (f - self.centers[targets]).pow(2).sum(dim=1).mean()
+        if self.training:
+            self._update_centres(f.detach(), targets)
+        return F.cross_entropy(logits.float(), targets) + self.lambda_c * centre_term
+
+    @torch.no_grad()
+    def _update_centres(self, f: torch.Tensor, targets: torch.Tensor) -> None:
+        one_hot = F.one_hot(targets, self.num_classes).to(f.dtype)  # [B, C]
+        counts = one_hot.sum(dim=0)  # n_j
+        feature_sums = one_hot.T @ f  # sum of f_i of class j
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(counts)
+            torch.distributed.all_reduce(feature_sums)
+        delta = (counts[:, None] * self.centers - feature_sums) / (1.0 + counts[:, None])
+        self.centers -= self.alpha * delta
 
 
 def reversed_prior(cls_num_list: Sequence[int]) -> torch.Tensor:

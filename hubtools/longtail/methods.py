@@ -225,6 +225,13 @@ METHODS: dict[str, Method] = {
             description="CE + range loss on the features (k 2, margin 0.1, lambda_R 1)",
         ),
         Method(
+            "center_loss",
+            "re-weighting",
+            L.CenterLoss,
+            description="CE + 0.003 * centre loss on the features, centres moved by the paper's rule "
+            "(alpha 0.5); an optional extra of the spec",
+        ),
+        Method(
             "sam",
             "optimisation",
             L.LDAMLoss,

@@ -318,7 +318,9 @@ def _zoo_fields(cfg: LongTailTrainConfig) -> dict[str, str]:
     try:
         data = DatasetCard.load(source, repo_type="dataset").data.to_dict()
     except Exception as exc:  # a card is optional: the fields are then simply absent
-        logging.getLogger(__name__).info("no dataset card for %s (%s): modality/anatomy not set", cfg.dataset, exc)
+        logging.getLogger(__name__).info(
+            "no dataset card for %s (%s): modality/anatomy not set", cfg.dataset, exc
+        )
         return fields
     fields.update({k: str(data[k]) for k in ("modality", "anatomy") if data.get(k)})
     return fields
@@ -748,6 +750,8 @@ def _fit(
 
     loss.train()
     objects = [sampler] if method.sampler == "flex" else []
+    if getattr(loss, "stateful", False):  # e.g. center_loss's centres: part of an exact resume
+        objects.append(loss)
     result = train(
         model, dataset, loss_fn, train_cfg, eval_fn=eval_fn, sampler=sampler, checkpoint_objects=objects
     )

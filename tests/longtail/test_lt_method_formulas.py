@@ -506,3 +506,45 @@ def test_bbn_separate_branches_start_as_the_last_stage():
         w, b = head.linear.weight.numpy(), head.linear.bias.numpy()
         got = head.mix(fmap, fmap.flip(0), 0.8).numpy()
     np.testing.assert_allclose(got, np.hstack([1.6 * f, 0.4 * f[::-1]]) @ w.T + b, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------- optional extra: center loss
+
+
+def test_center_loss_value_and_centre_update_against_formula():
+    f = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [4.0, 4.0]])
+    y = np.array([0, 0, 1, 1])
+    z = np.tanh(np.arange(12.0).reshape(4, 3) / 5)
+    loss = L.CenterLoss([5, 3, 1], lambda_c=0.5, alpha=0.5)
+    got = float(loss(tt(z), tt(y, torch.int64), features=tt(f)))
+    # centres start at 0: L_C = 1/2 mean ||f_i||^2
+    assert got == pytest.approx(np_ce(z, y) + 0.5 * 0.5 * np.mean((f**2).sum(1)), rel=1e-6)
+    # paper's rule: c_j -= alpha * sum_{y_i=j}(c_j - f_i) / (1 + n_j), from c = 0
+    expected = np.zeros((3, 2))
+    for j in range(3):
+        members = f[y == j]
+        expected[j] = 0 - 0.5 * (len(members) * 0 - members.sum(0)) / (1 + len(members))
+    np.testing.assert_allclose(loss.centers.numpy(), expected, atol=1e-6)
+    # second step uses the moved centres; eval mode leaves them alone
+    got2 = float(loss(tt(z), tt(y, torch.int64), features=tt(f)))
+    d = f - expected[y]
+    assert got2 == pytest.approx(np_ce(z, y) + 0.5 * 0.5 * np.mean((d**2).sum(1)), rel=1e-6)
+    loss.eval()
+    before = loss.centers.clone()
+    loss(tt(z), tt(y, torch.int64), features=tt(f))
+    assert torch.equal(loss.centers, before)
+    # the gradient wrt a feature is lambda_c * (f_i - c_{y_i}) / B
+    feats = tt(f).requires_grad_(True)
+    loss(tt(z), tt(y, torch.int64), features=feats).backward()
+    np.testing.assert_allclose(feats.grad.numpy(), 0.5 * (f - before.numpy()[y]) / 4, atol=1e-6)
+
+
+def test_center_loss_state_round_trips_into_a_fresh_loss():
+    f, y = tt(np.random.default_rng(0).normal(size=(6, 4))), torch.tensor([0, 1, 2, 0, 1, 2])
+    trained = L.CenterLoss([3, 2, 1])
+    trained(torch.zeros(6, 3), y, features=f)
+    fresh = L.CenterLoss([3, 2, 1])  # centres not sized yet: loading takes the saved size
+    fresh.load_state_dict(trained.state_dict())
+    assert torch.equal(fresh.centers, trained.centers) and fresh.centers.shape == (3, 4)
+    with pytest.raises(ConfigError, match="needs the batch features"):
+        trained(torch.zeros(6, 3), y)
