@@ -99,17 +99,29 @@ def pipeline_rows(b: Bench, zoo, work: Path, search_ev, report_ev, *, n_trials: 
     best_fam = max(fam_scores, key=lambda f: _fit(fam_scores[f]))
     table[f"clustered selective merge (best family: {best_fam})"] = fam_scores[best_fam]
     mix = rep["mixture"]
-    if mix:
-        experts = [fam_dirs[f] for f in mix["experts"]]
-        prompts = [mix["prompts"][f] for f in mix["experts"]]
+    # Block and FFN levels splice layers, which only makes sense between models of one initialisation: their
+    # experts are the members of the best family, around that family's merge, each gated by prompts of the
+    # task it scores best on (search split).
+    members = rep["families"][best_fam]["members"]
+    if len(members) > 1:
+        best_task = {m: max(tasks, key=lambda t: rep["single_scores"][m]["search"][t]) for m in members}
+        member_prompts = [search_ev.prompts(best_task[m]) for m in members]
         for level in ("block", "ffn"):
             try:
                 path = build_mixture(
-                    experts[0], experts, work / f"mixture_{level}", level=level, prompts=prompts, top_k=1
+                    fam_dirs[best_fam],
+                    [zoo.models[m] for m in members],
+                    work / f"mixture_{level}",
+                    level=level,
+                    prompts=member_prompts,
+                    top_k=1,
                 )
-                table[f"mixture, {level} level (top-1)"] = report_ev(path)
+                table[
+                    f"mixture, {level} level (top-1; experts: the {len(members)} members of {best_fam})"
+                ] = report_ev(path)
             except Exception as err:  # a level that cannot be built for this zoo is reported, not hidden
                 b.row(f"mixture, {level} level", f"n/a ({type(err).__name__}: {err})")
+    if mix:
         table["mixture, model level (io auto)"] = mix["report_scores"]
         b.extra["glue_routing_accuracy"] = _routing(
             work / "glue_work" / "mixture", rep, mix["experts"], report_ev
