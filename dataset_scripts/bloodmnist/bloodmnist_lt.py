@@ -35,9 +35,4 @@ class Builder(MedMNISTLTBuilder):
     """BloodMNIST-LT (spec longtail.md 2.2)."""
 
     INFO = INFO
-    CLASS_NAMES = INFO.lt_names
-    LICENSE = INFO.license
-    PRIVATE_BY_DEFAULT = False
     DESCRIPTION = "BloodMNIST (MedMNIST+): Blood cell microscopy, 8 cell types."
-    BUILDER_CONFIGS = INFO.configs()
-    DEFAULT_CONFIG_NAME = "bloodmnist_lt_100"

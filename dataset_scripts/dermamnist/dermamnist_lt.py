@@ -34,9 +34,5 @@ class Builder(MedMNISTLTBuilder):
     """DermaMNIST-LT (spec longtail.md 2.2)."""
 
     INFO = INFO
-    CLASS_NAMES = INFO.lt_names
-    LICENSE = INFO.license
     PRIVATE_BY_DEFAULT = True
     DESCRIPTION = "DermaMNIST (MedMNIST+): Dermatoscopic images (HAM10000), 7 skin lesion types."
-    BUILDER_CONFIGS = INFO.configs()
-    DEFAULT_CONFIG_NAME = "dermamnist_lt_100"

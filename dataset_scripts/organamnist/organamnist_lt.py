@@ -5,7 +5,7 @@ class 0 = the most frequent original class; validation/test: the complete offici
 Usage: ``hubtools longtail build organamnist --source-dir DIR_WITH_NPZ``; see README.md beside this file.
 """
 
-from hubtools.longtail.sources import MedMNISTInfo, MedMNISTLTBuilder
+from hubtools.longtail.sources import ABDOMINAL_ORGANS, MedMNISTInfo, MedMNISTLTBuilder
 
 INFO = MedMNISTInfo(
     flag="organamnist",
@@ -13,19 +13,7 @@ INFO = MedMNISTInfo(
     official=(34561, 6491, 17778),
     md5_224="50747347e05c87dd3aaf92c49f9f3170",
     md5_28="68e3f8846a6bd62f0c9bf841c0d9eacc",
-    names=(
-        "bladder",
-        "femur-left",
-        "femur-right",
-        "heart",
-        "kidney-left",
-        "kidney-right",
-        "liver",
-        "lung-left",
-        "lung-right",
-        "pancreas",
-        "spleen",
-    ),
+    names=ABDOMINAL_ORGANS,
     lt_to_orig=(6, 4, 8, 7, 5, 10, 9, 0, 3, 1, 2),
     lt_train=(6164, 3889, 2454, 1548, 977, 616, 389, 245, 155, 98, 62),
     head=3,
@@ -38,9 +26,4 @@ class Builder(MedMNISTLTBuilder):
     """OrganAMNIST-LT (spec longtail.md 2.2)."""
 
     INFO = INFO
-    CLASS_NAMES = INFO.lt_names
-    LICENSE = INFO.license
-    PRIVATE_BY_DEFAULT = False
     DESCRIPTION = "OrganAMNIST (MedMNIST+): Abdominal CT, axial view, 11 organs."
-    BUILDER_CONFIGS = INFO.configs()
-    DEFAULT_CONFIG_NAME = "organamnist_lt_100"

@@ -5,7 +5,7 @@ class 0 = the most frequent original class; validation/test: the complete offici
 Usage: ``hubtools longtail build organcmnist --source-dir DIR_WITH_NPZ``; see README.md beside this file.
 """
 
-from hubtools.longtail.sources import MedMNISTInfo, MedMNISTLTBuilder
+from hubtools.longtail.sources import ABDOMINAL_ORGANS, MedMNISTInfo, MedMNISTLTBuilder
 
 INFO = MedMNISTInfo(
     flag="organcmnist",
@@ -13,19 +13,7 @@ INFO = MedMNISTInfo(
     official=(12975, 2392, 8216),
     md5_224="050f5e875dc056f6768abf94ec9995d1",
     md5_28="b9ceb9546e10131b32923c5bbeaea2b1",
-    names=(
-        "bladder",
-        "femur-left",
-        "femur-right",
-        "heart",
-        "kidney-left",
-        "kidney-right",
-        "liver",
-        "lung-left",
-        "lung-right",
-        "pancreas",
-        "spleen",
-    ),
+    names=ABDOMINAL_ORGANS,
     lt_to_orig=(6, 10, 9, 5, 0, 4, 8, 7, 1, 3, 2),
     lt_train=(2986, 1572, 1173, 750, 473, 299, 188, 119, 75, 47, 30),
     head=3,
@@ -38,9 +26,4 @@ class Builder(MedMNISTLTBuilder):
     """OrganCMNIST-LT (spec longtail.md 2.2)."""
 
     INFO = INFO
-    CLASS_NAMES = INFO.lt_names
-    LICENSE = INFO.license
-    PRIVATE_BY_DEFAULT = False
     DESCRIPTION = "OrganCMNIST (MedMNIST+): Abdominal CT, coronal view, 11 organs."
-    BUILDER_CONFIGS = INFO.configs()
-    DEFAULT_CONFIG_NAME = "organcmnist_lt_100"

@@ -5,7 +5,7 @@ class 0 = the most frequent original class; validation/test: the complete offici
 Usage: ``hubtools longtail build organsmnist --source-dir DIR_WITH_NPZ``; see README.md beside this file.
 """
 
-from hubtools.longtail.sources import MedMNISTInfo, MedMNISTLTBuilder
+from hubtools.longtail.sources import ABDOMINAL_ORGANS, MedMNISTInfo, MedMNISTLTBuilder
 
 INFO = MedMNISTInfo(
     flag="organsmnist",
@@ -13,19 +13,7 @@ INFO = MedMNISTInfo(
     official=(13932, 2452, 8827),
     md5_224="b354719e553fbbb2513d5533f52a4cb1",
     md5_28="9ab87b696fb54e2a387ebe992d6ed5f1",
-    names=(
-        "bladder",
-        "femur-left",
-        "femur-right",
-        "heart",
-        "kidney-left",
-        "kidney-right",
-        "liver",
-        "lung-left",
-        "lung-right",
-        "pancreas",
-        "spleen",
-    ),
+    names=ABDOMINAL_ORGANS,
     lt_to_orig=(6, 9, 10, 0, 4, 5, 8, 7, 3, 1, 2),
     lt_train=(3464, 2004, 1379, 870, 549, 346, 219, 138, 87, 55, 35),
     head=3,
@@ -38,9 +26,4 @@ class Builder(MedMNISTLTBuilder):
     """OrganSMNIST-LT (spec longtail.md 2.2)."""
 
     INFO = INFO
-    CLASS_NAMES = INFO.lt_names
-    LICENSE = INFO.license
-    PRIVATE_BY_DEFAULT = False
     DESCRIPTION = "OrganSMNIST (MedMNIST+): Abdominal CT, sagittal view, 11 organs."
-    BUILDER_CONFIGS = INFO.configs()
-    DEFAULT_CONFIG_NAME = "organsmnist_lt_100"

@@ -36,11 +36,6 @@ class Builder(MedMNISTLTBuilder):
     """PathMNIST-LT (spec longtail.md 2.2)."""
 
     INFO = INFO
-    CLASS_NAMES = INFO.lt_names
-    LICENSE = INFO.license
-    PRIVATE_BY_DEFAULT = False
     DESCRIPTION = (
         "PathMNIST (MedMNIST+): Colon pathology patches (NCT-CRC-HE-100K / CRC-VAL-HE-7K), 9 tissue types."
     )
-    BUILDER_CONFIGS = INFO.configs()
-    DEFAULT_CONFIG_NAME = "pathmnist_lt_100"

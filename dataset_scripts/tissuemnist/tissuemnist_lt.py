@@ -35,9 +35,4 @@ class Builder(MedMNISTLTBuilder):
     """TissueMNIST-LT (spec longtail.md 2.2)."""
 
     INFO = INFO
-    CLASS_NAMES = INFO.lt_names
-    LICENSE = INFO.license
-    PRIVATE_BY_DEFAULT = False
     DESCRIPTION = "TissueMNIST (MedMNIST+): Kidney cortex microscopy, 8 cell types (LT order and counts inferred by the spec, [I]: check them)."
-    BUILDER_CONFIGS = INFO.configs()
-    DEFAULT_CONFIG_NAME = "tissuemnist_lt_100"

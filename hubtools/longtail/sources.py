@@ -35,6 +35,22 @@ from hubtools.longtail.splits import profile
 NPZ_SPLITS = {"train": "train", "validation": "val", "test": "test"}
 
 
+# The 11 abdominal organs shared by OrganAMNIST, OrganCMNIST and OrganSMNIST (MedMNIST+ label order).
+ABDOMINAL_ORGANS = (
+    "bladder",
+    "femur-left",
+    "femur-right",
+    "heart",
+    "kidney-left",
+    "kidney-right",
+    "liver",
+    "lung-left",
+    "lung-right",
+    "pancreas",
+    "spleen",
+)
+
+
 @dataclass(frozen=True)
 class MedMNISTInfo:
     """One MedMNIST flag: channels, official split sizes, MD5s, class names and the LT order."""
@@ -79,6 +95,16 @@ class MedMNISTLTBuilder(LongTailBuilder):
     INFO: MedMNISTInfo
     TEST_DISTRIBUTION = "natural"
     SOURCE = "MedMNIST+ (Zenodo record 10519652)"
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        # Everything a flag's builder declares follows from its INFO; a script only sets INFO and DESCRIPTION.
+        super().__init_subclass__(**kwargs)
+        info = cls.__dict__.get("INFO")
+        if info is not None:
+            cls.CLASS_NAMES = info.lt_names
+            cls.LICENSE = info.license
+            cls.BUILDER_CONFIGS = info.configs()
+            cls.DEFAULT_CONFIG_NAME = cls.BUILDER_CONFIGS[0].name
 
     def npz_path(self, data_dir: Path) -> Path:
         size = self.config.image_size
