@@ -228,7 +228,7 @@ class Recipe:
         cls,
         method: str,
         models: Sequence[ModelRef],
-        per_model: Mapping[str, Sequence[Any]],
+        per_model: Mapping[str, float | Sequence[float] | None],
         *,
         base: ModelRef | None = None,
         parameters: Mapping[str, Any] | None = None,
@@ -238,7 +238,9 @@ class Recipe:
         models = [str(m) for m in models]
         if not models:
             raise ConfigError(f"{method}: no models given")
-        entries = [_model_entry(m, {k: v[i] for k, v in per_model.items()}) for i, m in enumerate(models)]
+        # each per-model parameter: a scalar broadcast to every model, or one value per model
+        values = {k: _per_model(v, len(models), k) for k, v in per_model.items()}
+        entries = [_model_entry(m, {k: v[i] for k, v in values.items()}) for i, m in enumerate(models)]
         data: dict[str, Any] = {"merge_method": method}
         if base is not None:
             data["base_model"] = str(base)
@@ -291,7 +293,7 @@ class Recipe:
         return cls._build(
             "task_arithmetic",
             models,
-            {"weight": _per_model(weights, len(models), "weights")},
+            {"weight": weights},
             base=base,
             parameters={"lambda": lambda_, "normalize": normalize},
             dtype=dtype,
@@ -311,11 +313,10 @@ class Recipe:
         dtype: str = "float32",
         **kw: Any,
     ) -> Recipe:
-        n = len(models)
         return cls._build(
             "ties",
             models,
-            {"weight": _per_model(weights, n, "weights"), "density": _per_model(density, n, "density")},
+            {"weight": weights, "density": density},
             base=base,
             parameters={"lambda": lambda_, "normalize": normalize},
             dtype=dtype,
@@ -337,11 +338,10 @@ class Recipe:
         **kw: Any,
     ) -> Recipe:
         """DARE (random drop + L1 rescale) with TIES sign consensus, or without it (``linear=True``)."""
-        n = len(models)
         return cls._build(
             "dare_linear" if linear else "dare_ties",
             models,
-            {"weight": _per_model(weights, n, "weights"), "density": _per_model(density, n, "density")},
+            {"weight": weights, "density": density},
             base=base,
             parameters={"lambda": lambda_, "rescale": rescale},
             dtype=dtype,
@@ -374,15 +374,10 @@ class Recipe:
         **kw: Any,
     ) -> Recipe:
         """Model breadcrumbs: drop the largest ``gamma`` and smallest ``1-density-gamma`` of each task vector."""
-        n = len(models)
         return cls._build(
             "breadcrumbs_ties" if ties else "breadcrumbs",
             models,
-            {
-                "weight": _per_model(weights, n, "weights"),
-                "density": _per_model(density, n, "density"),
-                "gamma": _per_model(gamma, n, "gamma"),
-            },
+            {"weight": weights, "density": density, "gamma": gamma},
             base=base,
             parameters={"lambda": lambda_},
             dtype=dtype,
@@ -404,15 +399,10 @@ class Recipe:
         **kw: Any,
     ) -> Recipe:
         """DELLA: magnitude-ranked drop probabilities in density ± epsilon, then rescale."""
-        n = len(models)
         return cls._build(
             "della_linear" if linear else "della",
             models,
-            {
-                "weight": _per_model(weights, n, "weights"),
-                "density": _per_model(density, n, "density"),
-                "epsilon": _per_model(epsilon, n, "epsilon"),
-            },
+            {"weight": weights, "density": density, "epsilon": epsilon},
             base=base,
             parameters={"lambda": lambda_},
             dtype=dtype,
