@@ -73,6 +73,14 @@ def load_config(path: str | Path, model: type[M], overrides: dict[str, Any] | No
     return validate_config(data, model, source=str(path))
 
 
+def settings_from(config_file: str | Path | None, model: type[M], flags: dict[str, Any]) -> M:
+    """A command's settings: the YAML file (if given), then the flags given on the command line on top
+    (``None`` = not given), validated by ``model``. Raises :class:`ConfigError` like :func:`load_config`."""
+    if config_file is not None:
+        return load_config(config_file, model, flags)
+    return validate_config({k: v for k, v in flags.items() if v is not None}, model, source="command line")
+
+
 def config_option(model: type[StrictModel]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Give a click command ``--config FILE.yaml`` holding the same settings as its flags.
 

@@ -142,3 +142,19 @@ def test_quickstart_rejects_unknown_demo(tmp_path):
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert result.returncode == 2 and "unknown demo(s) ['nope']" in result.stderr
+
+
+def test_settings_from_file_then_given_flags(tmp_path):
+    from hubtools.config import StrictModel, settings_from
+    from hubtools.errors import ConfigError
+
+    class Settings(StrictModel):
+        lr: float = 0.1
+        epochs: int = 1
+
+    path = tmp_path / "s.yaml"
+    path.write_text("lr: 0.5\nepochs: 3\n")
+    assert settings_from(path, Settings, {"lr": None, "epochs": 7}).model_dump() == {"lr": 0.5, "epochs": 7}
+    assert settings_from(None, Settings, {"lr": 0.2, "epochs": None}).model_dump() == {"lr": 0.2, "epochs": 1}
+    with pytest.raises(ConfigError, match="epochs"):
+        settings_from(None, Settings, {"epochs": "many"})

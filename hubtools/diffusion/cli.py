@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from hubtools.config import load_config, validate_config
+from hubtools.config import settings_from
 from hubtools.errors import HubtoolsError
 
 
@@ -18,12 +18,8 @@ class DiffusionCommandError(click.ClickException):
 
 
 def _settings(config_file: Path | None, model: type, flags: dict[str, Any]) -> Any:
-    """Flags given on the command line win over the YAML file, which wins over the model's defaults."""
-    overrides = {k: v for k, v in flags.items() if v is not None}
     try:
-        if config_file is not None:
-            return load_config(config_file, model, overrides)
-        return validate_config(overrides, model, source="command line")
+        return settings_from(config_file, model, flags)
     except HubtoolsError as err:
         raise click.UsageError(str(err)) from None
 

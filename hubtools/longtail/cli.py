@@ -183,17 +183,12 @@ def profile_command(n_max: int, classes: int, ratio: float, rounding: str) -> No
 @click.option("--seed", type=int, default=None)
 def train_command(config_file: Path | None, **flags: object) -> None:
     """Train a long-tail method; CONFIG_FILE is a YAML of LongTailTrainConfig (flags given win)."""
-    from hubtools.config import load_config, validate_config
+    from hubtools.config import settings_from
     from hubtools.longtail.trainer import LongTailTrainConfig, train_longtail
 
     backbone = flags.pop("backbone")
     try:
-        if config_file is not None:
-            cfg = load_config(config_file, LongTailTrainConfig, overrides=flags)
-        else:
-            cfg = validate_config(
-                {k: v for k, v in flags.items() if v is not None}, LongTailTrainConfig, "flags"
-            )
+        cfg = settings_from(config_file, LongTailTrainConfig, flags)
         if backbone is not None:
             cfg = cfg.model_copy(update={"backbone": cfg.backbone.model_copy(update={"path": backbone})})
         folder = train_longtail(cfg)
