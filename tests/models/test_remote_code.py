@@ -11,22 +11,16 @@ from pathlib import Path
 
 import torch
 from bedinov2_testutils import retina_crops, tiny_dinov2
+from remote_code_utils import HIDE_HUBTOOLS
 from safetensors import safe_open
 from transformers import AutoModel
 
 from hubtools.hub.publish import push_artifact
 from hubtools.models.be_dinov2 import expand_blocks
 
-# Runs in the child: drop every route to hubtools (editable-install finder, repo root on the path) and prove it.
-_CHILD = textwrap.dedent(
+# Runs in the child, after HIDE_HUBTOOLS.
+_CHILD = HIDE_HUBTOOLS + textwrap.dedent(
     """
-    import importlib.util, os, sys
-    sys.meta_path = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")
-                     and "editable" not in getattr(f, "__name__", "")]
-    sys.path_hooks = [h for h in sys.path_hooks if "editable" not in getattr(h, "__module__", "")]
-    sys.path_importer_cache.clear()
-    sys.path = [p for p in sys.path if p and os.path.abspath(p) != {repo!r}]
-    assert importlib.util.find_spec("hubtools") is None, "hubtools is still importable"
     import torch
     from transformers import AutoModel
     x = torch.load({inputs!r}, weights_only=True)

@@ -12,21 +12,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from remote_code_utils import HIDE_HUBTOOLS
 from test_retizero_utils import perturb_lora, retina_images, tiny_processor, tiny_retizero
 
 from hubtools.hub.publish import push_artifact
 
 LABELS = ["glaucoma", "macular hole", "normal"]
-# Runs in the child: drop every route to hubtools (editable-install finder, repo root on the path) and prove it.
-_CHILD = textwrap.dedent(
+# Runs in the child, after HIDE_HUBTOOLS.
+_CHILD = HIDE_HUBTOOLS + textwrap.dedent(
     """
-    import importlib.util, os, sys
-    sys.meta_path = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")
-                     and "editable" not in getattr(f, "__name__", "")]
-    sys.path_hooks = [h for h in sys.path_hooks if "editable" not in getattr(h, "__module__", "")]
-    sys.path_importer_cache.clear()
-    sys.path = [p for p in sys.path if p and os.path.abspath(p) != {repo!r}]
-    assert importlib.util.find_spec("hubtools") is None, "hubtools is still importable"
     import torch
     from PIL import Image
     from transformers import AutoModel, AutoProcessor, pipeline
