@@ -6,17 +6,19 @@ ResNet (transformers ``ResNetConfig``; images resized to ``--image-size``; same 
 seed) through ``hubtools.longtail.trainer``. Second-stage and post-hoc methods start from the run
 their registry entry names (``start_from``: erm, crt, mixup, ...) of the same seed and train half
 the epochs. Methods that need a user option (``weighted_ce`` needs its weights) are skipped and
-listed. Writes ``benchmarks/results/longtail_{mri,fmnist}.{json,md,png}``: the MONICA-style table
-(:mod:`hubtools.longtail.table`: many/medium/few, group average, balanced accuracy, top-1, mean ± std
-over seeds), every method's gain over ERM, and per-class accuracy against class frequency.
+listed. Writes ``benchmarks/results/longtail_{mri,fmnist}.{json,md,png}`` through the shared harness
+(:mod:`hubtools.bench`): the MONICA-style table (many/medium/few, group average, balanced accuracy,
+top-1, mean ± sample sd over seeds), every method's paired difference from ERM with a bootstrap 95 %
+CI, and per-class accuracy against class frequency.
 
-    python benchmarks/longtail_mri.py --dataset mri    [--epochs 6] [--image-size 16] [--seeds 1 2 3] [--methods erm rs ...]
+    python benchmarks/longtail_mri.py --dataset mri    [--epochs 4] [--image-size 16] [--seeds 1 2 3] [--methods erm rs ...]
     python benchmarks/longtail_mri.py --dataset fmnist
     python benchmarks/longtail_mri.py --smoke          # erm, balanced_softmax, crt; 1 epoch; MRI: 20 of the 116 classes
-    python benchmarks/longtail_mri.py --dataset fmnist --seeds 1 2 --reuse   # adds seed 2 to finished seed-1 runs
-    python benchmarks/longtail_mri.py --seeds 1 2 3 --later-seeds-methods erm rs crt   # all methods on seed 1 only
+    python benchmarks/longtail_mri.py --dataset fmnist --seeds 1 2 --reuse   # reuses identical finished runs
 
 Needs Debian ``mricron-data`` (MRI) or ``dataset-fashion-mnist``; the set is built once under ``--work``.
+Runs are cached under ``--work`` keyed on their full configuration, the long-tail code digest and the
+library versions, so ``--reuse`` only ever picks up a run that the current code would reproduce.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import numpy as np
 import torch
 
 import hubtools.longtail.trainer as lt_trainer
+from hubtools.bench import Benchmark, Run, arms_table, values_by_seed
+from hubtools.bench.stats import paired_by_seed
 from hubtools.errors import ConfigError
 from hubtools.longtail.trainer import LongTailTrainConfig, train_longtail
 
@@ -47,6 +51,13 @@ BACKBONE = {
 BUILDS = {"mri": ("mri_patches", "mri_patches_lt"), "fmnist": ("fashion_mnist", "fashion_mnist_lt")}
 SMOKE_METHODS = ["erm", "balanced_softmax", "crt"]
 BATCH_SIZE, LR = 128, 1e-3
+TITLES = {"mri": "MRI patches (116 AAL regions)", "fmnist": "Fashion-MNIST-LT (r = 100)"}
+DATA = {
+    "mri": "brain MRI patches cut from Debian mricron-data's MNI template by the AAL atlas: 116 region "
+    "classes with their natural long tail (457 -> 6 train images)",
+    "fmnist": "Fashion-MNIST from Debian dataset-fashion-mnist, train set made long-tailed with "
+    "imbalance ratio 100 (5,500 -> 55 images per class); balanced test set",
+}
 
 
 _DECODED: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -69,6 +80,7 @@ class DecodedOnce(lt_trainer.ImageTensors):
 
 
 def build_set(work: Path, dataset: str, smoke: bool) -> Path:
+    """The built long-tail set under ``work`` (built once; deterministic from the Debian files)."""
     from hubtools.longtail.datasets import load, make_builder, prepare, save_build
     from hubtools.longtail.splits import LTProfile, groups_by_threshold
 
@@ -116,204 +128,197 @@ def runnable(methods: list[str], counts: list[int]) -> tuple[list[str], dict[str
 
 
 class Runner:
-    """Trains (method, seed) once; second stages pull their ``start_from`` run through the same cache."""
+    """Trains (method, seed) once; second stages pull their ``start_from`` run through the same cache.
 
-    def __init__(self, dataset: Path, args: argparse.Namespace) -> None:
-        self.dataset, self.args = dataset, args
+    A run's cache key is its whole training configuration (including, for second stages, the key of
+    the run it starts from) plus the harness's code digest and library versions.
+    """
+
+    def __init__(self, dataset: Path, args: argparse.Namespace, bench: Benchmark) -> None:
+        self.dataset, self.args, self.bench = dataset, args, bench
         self.done: dict[tuple[str, int], dict] = {}
-
-    def _plan(self, method: str, seed: int) -> tuple[Path, dict, bool]:
-        from hubtools.longtail.methods import get_method
-
-        entry = get_method(method)
-        second = entry.stage == 2 or entry.group == "post-hoc"
-        out = self.args.work / "runs" / self.args.dataset / f"{method}-s{seed}"
-        epochs = max(1, self.args.epochs // 2) if second else self.args.epochs
-        return (
-            out,
-            {"dataset": str(self.dataset), "epochs": epochs, "image_size": self.args.image_size},
-            second,
-        )
-
-    def finished(self, method: str, seed: int) -> dict | None:
-        """The run of an earlier invocation with the same setup (``--reuse``), if there is one."""
-        out, stamp, _ = self._plan(method, seed)
-        stamp_file = out / "bench_stamp.json"
-        if self.args.reuse and stamp_file.is_file():
-            saved = json.loads(stamp_file.read_text())
-            if saved["stamp"] == stamp and (Path(saved["run"]["folder"]) / "metrics.json").is_file():
-                return saved["run"]
-        return None
 
     def run(self, method: str, seed: int) -> dict:
         from hubtools.longtail.methods import get_method
 
         if (method, seed) in self.done:
             return self.done[(method, seed)]
-        reused = self.finished(method, seed)
-        if reused is not None:
-            self.done[(method, seed)] = reused
-            return reused
-        out, stamp, second = self._plan(method, seed)
-        stage1 = Path(self.run(get_method(method).start_from, seed)["folder"]) if second else None
-        epochs = stamp["epochs"]
-        stamp_file = out / "bench_stamp.json"
-        shutil.rmtree(out, ignore_errors=True)
+        entry = get_method(method)
+        second = entry.stage == 2 or entry.group == "post-hoc"
+        stage1 = self.run(entry.start_from, seed) if second else None
+        key = {
+            "dataset": self.args.dataset,
+            "smoke_subset": self.args.smoke and self.args.dataset == "mri",
+            "method": method,
+            "seed": seed,
+            "epochs": max(1, self.args.epochs // 2) if second else self.args.epochs,
+            "image_size": self.args.image_size,
+            "backbone": BACKBONE,
+            "batch_size": BATCH_SIZE,
+            "lr": LR,
+            "stage1": stage1["key"] if stage1 else None,
+        }
+        folder, saved = self.bench.cached(f"{self.args.dataset}-{method}-s{seed}", key)
+        if saved is not None and (Path(saved["folder"]) / "metrics.json").is_file():
+            self.done[(method, seed)] = saved
+            return saved
+        shutil.rmtree(folder, ignore_errors=True)
         cfg = LongTailTrainConfig(
             dataset=str(self.dataset),
             method=method,
             backbone=BACKBONE,
-            output_dir=out,
+            output_dir=folder / "run",
             image_size=self.args.image_size,
-            num_epochs=epochs,
+            num_epochs=key["epochs"],
             batch_size=BATCH_SIZE,
             lr=LR,
             seed=seed,
-            stage1=stage1,
+            stage1=Path(stage1["folder"]) if stage1 else None,
         )
         start = time.perf_counter()
-        folder = train_longtail(cfg)
-        seconds = round(time.perf_counter() - start, 1)
-        self.done[(method, seed)] = {"folder": str(folder), "seconds": seconds}
-        stamp_file.write_text(json.dumps({"stamp": stamp, "run": self.done[(method, seed)]}))
-        test = json.loads((folder / "metrics.json").read_text())["test"]
+        model = train_longtail(cfg)
+        record = {"folder": str(model), "seconds": round(time.perf_counter() - start, 1),
+                  "key": self.bench.cache_key(key)}
+        Benchmark.save_record(folder, key, record, self.bench)
+        self.done[(method, seed)] = record
+        test = json.loads((model / "metrics.json").read_text())["test"]
         print(
-            f"{self.args.dataset} seed {seed} {method}: balanced {test['balanced_acc']:.1f} "
-            f"few {test['few_acc']:.1f} ({seconds} s)",
+            f"{self.args.dataset} seed {seed} {method}: balanced {test['balanced_acc']:.2f} "
+            f"few {test['few_acc']:.2f} ({record['seconds']} s)",
             flush=True,
         )
-        return self.done[(method, seed)]
+        return record
 
 
-def gains_over_erm(summary: dict[str, dict]) -> dict[str, dict[str, float | bool | None]]:
-    """Per method: mean gain over ERM in balanced and few-shot accuracy, and whether it is clear.
+def verdict(runs: list[Run], methods: list[str], dataset: str) -> tuple[str, str, dict]:
+    """Headline, verdict and per-method paired gains over ERM (balanced and few-shot accuracy).
 
-    Clear = above 2 pooled seed std and 1 point; judged only where the method and ERM both have 2+ seeds
-    (``None`` otherwise: one seed shows no noise level).
+    A method is *clearly* better than ERM when the paired bootstrap 95 % CI of its gain excludes
+    zero on both balanced and few-shot accuracy; with one seed nothing is judged.
     """
-    erm = summary["erm"]
-    out = {}
-    for m, row in summary.items():
+    gains: dict[str, dict] = {}
+    for m in methods:
         if m == "erm":
             continue
-        entry: dict[str, float | bool | None] = {"runs": row["runs"]}
+        g = {}
         for k in ("balanced_acc", "few_acc"):
-            gain = row[k][0] - erm[k][0]
-            noise = 2 * np.sqrt((row[k][1] ** 2 + erm[k][1] ** 2) / 2)
-            entry[f"{k}_gain"] = round(gain, 2)
-            judged = row["runs"] > 1 and erm["runs"] > 1
-            entry[f"{k}_clear"] = bool(gain > max(noise, 1.0)) if judged else None
-        out[m] = entry
-    return out
-
-
-def verdict(gains: dict[str, dict], dataset: str) -> str:
-    judged = [m for m, g in gains.items() if g["balanced_acc_clear"] is not None]
-    clear = [m for m in judged if gains[m]["balanced_acc_clear"] and gains[m]["few_acc_clear"]]
-    best = max(gains, key=lambda m: gains[m]["balanced_acc_gain"]) if gains else None
-    if best is None:
-        return "only ERM ran: no comparison."
-    text = (
-        f"Best balanced accuracy: {best} ({gains[best]['balanced_acc_gain']:+.1f} points over ERM, few-shot "
-        f"{gains[best]['few_acc_gain']:+.1f}; {gains[best]['runs']} seed(s)). "
-    )
+            d = paired_by_seed(values_by_seed(runs, m, k), values_by_seed(runs, "erm", k))
+            g[k] = d.as_dict() if d else None
+        gains[m] = g
+    if not gains:
+        return "only ERM ran", "only ERM ran: no comparison.", gains
+    best = max(gains, key=lambda m: gains[m]["balanced_acc"]["mean"] if gains[m]["balanced_acc"] else -1e9)
+    b, f = gains[best]["balanced_acc"], gains[best]["few_acc"]
+    headline = (f"best balanced accuracy: {best}, {b['mean']:+.1f} points over ERM "
+                f"(few-shot {f['mean']:+.1f}; {b['n']} paired seed(s))")
+    judged = [m for m, g in gains.items() if g["balanced_acc"] and g["balanced_acc"]["clear"] is not None]
     if not judged:
-        return text + "One seed only: no method is judged against seed noise."
-    if len(judged) < len(gains):
-        text += f"Judged against seed noise (2+ seeds): {', '.join(judged)}. "
+        return headline, headline + ". One seed only: no method is judged against seed noise.", gains
+    clear = [m for m in judged if all(gains[m][k]["clear"] and gains[m][k]["mean"] > 0
+                                      for k in ("balanced_acc", "few_acc"))]
+    below = [m for m in judged if gains[m]["balanced_acc"]["clear"] and gains[m]["balanced_acc"]["mean"] < 0]
+    noop = [m for m, g in gains.items() if g["balanced_acc"] and g["balanced_acc"]["identical"]]
+    text = headline + ". "
     if clear:
-        text += (
-            f"Clearly above ERM on both balanced and few-shot accuracy (gain > 2 pooled std and > 1 point) on "
-            f"{dataset}: {', '.join(clear)}. The published pattern (the best re-balancing methods beat ERM on "
-            "few-shot and balanced accuracy) shows in this run."
-        )
+        text += (f"Above ERM on both balanced and few-shot accuracy with the paired 95 % CI excluding zero "
+                 f"on {dataset} ({len(clear)} of {len(judged)}): {', '.join(clear)}. ")
     else:
-        text += f"None is clearly above ERM on both balanced and few-shot accuracy on {dataset}."
-    below = [m for m in judged if gains[m]["balanced_acc_gain"] < -1.0]
-    return text + (f" More than 1 point below ERM in balanced accuracy: {', '.join(below)}." if below else "")
+        text += f"No method is above ERM on both balanced and few-shot accuracy beyond seed noise on {dataset}. "
+    if below:
+        text += f"Below ERM in balanced accuracy beyond seed noise: {', '.join(below)}. "
+    if noop:
+        text += f"Identical to ERM on every seed (no-op, a bug to look at): {', '.join(noop)}. "
+    return headline, text.strip(), gains
 
 
 def write_results(
-    runner: Runner, methods: list[str], skipped: dict[str, str], args: argparse.Namespace
+    bench: Benchmark, runner: Runner, methods: list[str], skipped: dict[str, str], args: argparse.Namespace
 ) -> None:
-    from hubtools.longtail.table import TABLE_KEYS, load_run, markdown_table, per_class_plot, summarise
+    from hubtools.longtail.table import HEADERS, TABLE_KEYS, load_run
 
     keys = (*TABLE_KEYS, "macro_auprc")
     order = ["erm"] + [m for m in methods if m != "erm"]
-    runs = [
-        load_run(runner.done[(m, s)]["folder"]) for m in order for s in args.seeds if (m, s) in runner.done
-    ]
-    summary = summarise(runs, keys)
-    gains = gains_over_erm(summary)
-    seeds_done = sorted({s for (_, s) in runner.done})
-    name = f"longtail_{args.dataset}" + ("_smoke" if args.smoke else "")
-    args.results.mkdir(parents=True, exist_ok=True)
-    setup = {
+    runs: list[Run] = []
+    loaded = {}
+    for m in order:
+        for s in args.seeds:
+            if (m, s) in runner.done:
+                r = loaded[(m, s)] = load_run(runner.done[(m, s)]["folder"])
+                runs.append(Run(arm=m, seed=s, metrics={k: r.test.get(k) for k in keys},
+                                extra={"per_class_recall": r.test["per_class_recall"],
+                                       "seconds": runner.done[(m, s)]["seconds"]}))
+    first = next(iter(loaded.values()))
+    counts = first.cls_num_list
+    headline, text, gains = verdict(runs, order, args.dataset)
+    from hubtools.longtail.methods import METHODS
+
+    monica = arms_table(runs, keys, baseline="erm", arms=order, digits=1, labels=HEADERS,
+                        diff_metrics=["balanced_acc", "few_acc"], title="All metrics (test %)",
+                        extra_columns={"family": {m: METHODS[m].group for m in order}})
+    plotted = [m for m in ("erm", "rs", "balanced_softmax", "ldam_drw", "crt", "la_posthoc") if m in order]
+    series = []
+    for m in plotted:
+        recalls = np.array([r.extra["per_class_recall"] for r in runs if r.arm == m], dtype=float)
+        series.append({"label": m, "x": counts, "y": np.nanmean(recalls, axis=0).round(3).tolist()})
+    figure = {
+        "file": f"{args.name}.png",
+        "title": f"{TITLES[args.dataset]}: per-class test accuracy against class frequency",
+        "panels": [{"kind": "scatter", "xscale": "log", "series": series,
+                    "xlabel": "train images of the class (log scale)", "ylabel": "test recall (%)"}],
+    }
+    config = {
         "dataset": args.dataset,
         "epochs": args.epochs,
         "stage2_epochs": max(1, args.epochs // 2),
         "image_size": args.image_size,
-        "seeds": seeds_done,
         "backbone": BACKBONE,
         "batch_size": BATCH_SIZE,
         "lr": LR,
-        "classes": len(runs[0].cls_num_list),
-        "cls_num_list": runs[0].cls_num_list,
-        "groups": [runs[0].head, runs[0].medium],
+        "classes": len(counts),
+        "cls_num_list": counts,
+        "groups": [first.head, first.medium],
         "torch_threads": torch.get_num_threads(),
+        "methods": order,
+        "families": {m: METHODS[m].group for m in order},
     }
-    seconds: dict[str, list[float]] = {}
-    for (m, _), r in runner.done.items():
-        seconds.setdefault(m, []).append(r["seconds"])
-    text = verdict(gains, args.dataset)
-    result = {
-        "setup": setup,
-        "summary": summary,
-        "gains_over_erm": gains,
-        "verdict": text,
-        "skipped": skipped,
-        "seconds": seconds,
-    }
-    (args.results / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = markdown_table(summary, keys)
-    (args.results / f"{name}.md").write_text(md + "\n\n" + text + "\n")
-    title = {"mri": "MRI patches (116 AAL regions)", "fmnist": "Fashion-MNIST-LT (r = 100)"}[args.dataset]
-    per_class_plot(
-        [r for r in runs if r.method in ("erm", "rs", "balanced_softmax", "ldam_drw", "crt", "la_posthoc")],
-        args.results / f"{name}.png",
-        f"{title}: per-class test accuracy against class frequency",
+    bench.write(
+        args.name,
+        title=f"Long-tail methods on {TITLES[args.dataset]}",
+        data=DATA[args.dataset] + (" (smoke: 20 of the 116 classes)" if args.smoke and args.dataset == "mri" else ""),
+        config=config,
+        runs=runs,
+        tables=[monica],
+        figures=[figure],
+        headline=headline,
+        verdict=text,
+        details={"gains_over_erm": gains, "skipped": skipped},
+        seeds=sorted({s for (_, s) in runner.done}),
     )
-    print(md + "\n\n" + text, flush=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from hubtools.longtail.methods import METHODS
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    bench = Benchmark(
+        "longtail_mri",
+        title="Long-tail methods",
+        capability="longtail",
+        code=["hubtools/longtail", "hubtools/train", "hubtools/data/mri_patches.py", "hubtools/data/offline.py"],
+        default_seeds=[1, 2, 3],
+    )
+    parser = bench.parser(__doc__)
     parser.add_argument("--dataset", choices=sorted(BUILDS), default="mri")
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument(
         "--methods", nargs="+", default=list(METHODS), help="default: every registered method"
     )
-    parser.add_argument(
-        "--later-seeds-methods",
-        nargs="+",
-        default=None,
-        help="seeds after the first run only these (and what they start from); default: all of --methods",
-    )
     parser.add_argument("--image-size", type=int, default=16)
-    parser.add_argument(
-        "--reuse", action="store_true", help="keep finished runs of the same setup under --work (resume)"
-    )
-    parser.add_argument("--work", type=Path, default=Path("longtail-bench"))
-    parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
-    args = parser.parse_args()
+    args = bench.parse(parser, argv)
     torch.set_num_threads(1)  # the 2 cores are shared: 2 threads beside another busy process run slower
     lt_trainer.ImageTensors = DecodedOnce  # train_longtail looks the class up at call time
     if args.smoke:
-        args.epochs, args.seeds, args.methods = 1, [1], SMOKE_METHODS
+        args.epochs, args.methods = 1, SMOKE_METHODS
+    args.name = f"longtail_{args.dataset}"
     dataset = build_set(args.work, args.dataset, args.smoke)
     from hubtools.longtail.datasets import load
 
@@ -321,21 +326,15 @@ def main() -> None:
     methods, skipped = runnable(["erm"] + [m for m in args.methods if m != "erm"], lt.cls_num_list)
     for m, why in skipped.items():
         print(f"skipped {m}: {why}", flush=True)
-    runner = Runner(dataset, args)
-    for seed in args.seeds:  # every write then reports all finished runs, also those not re-run now
-        for method in methods:
-            if (reused := runner.finished(method, seed)) is not None:
-                runner.done[(method, seed)] = reused
+    runner = Runner(dataset, args, bench)
     for seed in args.seeds:
         for method in methods:
-            if seed != args.seeds[0] and args.later_seeds_methods and method not in args.later_seeds_methods:
-                continue
             try:
                 runner.run(method, seed)
             except Exception as err:  # one broken method must not cost the other results; it is reported
                 skipped[method] = f"failed (seed {seed}): {type(err).__name__}: {err}"
                 print(f"FAILED {method} seed {seed}: {err!r}", flush=True)
-        write_results(runner, methods, skipped, args)  # after every seed, so a cut-short run still reports
+        write_results(bench, runner, methods, skipped, args)  # after every seed, so a cut-short run still reports
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "semiseg": ("hubtools.semiseg.cli:semiseg_group", "Semi-supervised segmentation with (Bayesian) pseudo labels."),
     "merge": ("hubtools.merging.cli:merge", "Model-GLUE: cluster a model zoo, merge with mergekit recipes, mix."),
     "retizero": ("hubtools.models.retizero.cli:retizero_group", "RetiZero: retinal vision-language model, zero-shot and retrieval."),
+    "bench": ("hubtools.bench.cli:bench_group", "Benchmark results: render, check freshness, write the docs page."),
     "spaces": ("hubtools.spaces:spaces_group", "Gradio Spaces for each capability: list, run one locally."),
 }
 

@@ -1,0 +1,57 @@
+"""``hubtools bench``: render results, check they validate and are fresh, regenerate the docs page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hubtools.bench.envelope import RESULTS_DIR
+
+
+@click.group("bench")
+def bench_group() -> None:
+    """Benchmark results: render, check freshness, write docs/benchmarks.md."""
+
+
+@bench_group.command("render")
+@click.argument("results", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def render_command(results: tuple[Path, ...]) -> None:
+    """Re-draw the Markdown page and PNGs of RESULTS (default: every committed result) from their JSON."""
+    from hubtools.bench.catalog import result_files
+    from hubtools.bench.render import render_file
+
+    for path in results or result_files():
+        for f in render_file(path):
+            click.echo(f"wrote {f}")
+
+
+@bench_group.command("check")
+@click.option("--results", "folder", type=click.Path(file_okay=False, path_type=Path), default=RESULTS_DIR,
+              show_default=True)
+def check_command(folder: Path) -> None:
+    """Validate every result against the schema and list those whose code changed since (stale)."""
+    from hubtools.bench.catalog import check
+
+    bad = 0
+    for e in check(folder):
+        if e.error:
+            bad += 1
+            click.echo(f"INVALID {e.path.name}: {e.error}")
+        elif e.stale:
+            bad += 1
+            more = f" (+{len(e.stale) - 5} more)" if len(e.stale) > 5 else ""
+            click.echo(f"STALE   {e.path.name}: changed since {e.result.git.commit[:10]}: "
+                       f"{', '.join(e.stale[:5])}{more}; rerun: {e.result.command}")
+        else:
+            click.echo(f"ok      {e.path.name} ({e.result.git.commit[:10]})")
+    if bad:
+        raise SystemExit(1)
+
+
+@bench_group.command("docs")
+def docs_command() -> None:
+    """Regenerate docs/benchmarks.md from the committed results."""
+    from hubtools.bench.catalog import write_benchmarks_page
+
+    click.echo(f"wrote {write_benchmarks_page()}")
