@@ -2,8 +2,9 @@
 
 Throughput: the same model (the tiny ResNet of ``longtail_mri.py``, same seed), the same decoded
 images (``hubtools.longtail.trainer.ImageTensors``), the same sampler order, batch size, loss and
-AdamW step, timed three ways in one process, interleaved and repeated (the CPU is shared, so the
-best of the repeats is compared):
+AdamW step, timed three ways in one process, interleaved and repeated ``--repeats`` times (every
+round is one run, seed = the round's index; the tables give the median and spread over rounds, and
+each ratio to the bare loop is taken within a round):
 
 - ``bare``: a plain ``for`` loop over index batches of the uint8 tensor;
 - ``shared_loop``: :func:`hubtools.train.train` exactly as ``longtail train`` calls it (DataLoader over
@@ -15,12 +16,13 @@ best of the repeats is compared):
 
 DDP (``--ddp``): ``hubtools longtail train`` in 1 process (batch B) and under ``accelerate launch
 --multi_gpu --num_processes 2`` (gloo on CPU, B/2 per process, so the same B images per optimizer
-step), several seeds; the test metrics are compared with the seed-to-seed spread.
+step), at each of ``--seeds`` (default 1 2 3); the test metrics are compared per seed (paired
+difference with a bootstrap 95 % CI).
 
-    python benchmarks/longtail_throughput.py [--dataset mri] [--epochs 3] [--repeats 3] [--ddp]
-    python benchmarks/longtail_throughput.py --smoke      # MRI smoke subset, 1 epoch, 1 repeat, no DDP
+    python benchmarks/longtail_throughput.py [--dataset mri] [--epochs 3] [--repeats 3] [--ddp] [--seeds 1 2 3]
+    python benchmarks/longtail_throughput.py --smoke      # MRI smoke subset, 1 epoch, 1 round, no DDP
 
-Writes ``benchmarks/results/longtail_throughput.{json,md}``.
+Writes ``longtail_throughput.{json,md}`` through the shared harness; the set is built once under ``--work``.
 """
 
 from __future__ import annotations
@@ -30,16 +32,18 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
-from longtail_mri import BACKBONE, build_set  # same model and sets as the accuracy benchmark
+from longtail_mri import BACKBONE, DATA, build_set  # same model and sets as the accuracy benchmark
 
+from hubtools.bench import Benchmark, Run, Table, arms_table, values_by_seed
+from hubtools.bench.stats import mean_sd, paired_by_seed
 from hubtools.longtail.classifiers import get_classifier
 from hubtools.longtail.datasets import load
 from hubtools.longtail.methods import get_loss
@@ -119,24 +123,21 @@ def shared_loop(
     return call, loop, call_cpu, result.step * batch
 
 
-def throughput(args: argparse.Namespace, dataset: Path) -> dict:
+def throughput(args: argparse.Namespace, dataset: Path) -> tuple[list[Run], dict]:
+    """One run per (loop, round): bare, shared_loop and train_longtail, interleaved in every round."""
     ds, lt = load(dataset)
     counts = lt.cls_num_list
     data = ImageTensors(ds["train"], args.image_size)
     sampler = get_sampler("instance", data.labels.numpy(), counts, num_epochs=args.epochs, seed=1)
-    rows: dict[str, list[float]] = {
-        "bare": [],
-        "shared_loop_loop": [],
-        "shared_loop_call": [],
-        "bare_cpu": [],
-        "shared_loop_call_cpu": [],
-    }
+    runs: list[Run] = []
     for rep in range(args.repeats):
         seconds, cpu, n = bare_loop(
             fresh_model(len(counts), args.image_size, 1), data, sampler, args.epochs, args.batch
         )
-        rows["bare"].append(n / seconds)
-        rows["bare_cpu"].append(n / cpu)
+        bare = Run(arm="bare", seed=rep, metrics={
+            "images": n, "seconds": seconds, "cpu_seconds": cpu, "images_per_s": n / seconds,
+            "images_per_cpu_s": n / cpu,
+        })
         call, loop, call_cpu, n2 = shared_loop(
             fresh_model(len(counts), args.image_size, 1),
             data,
@@ -147,42 +148,74 @@ def throughput(args: argparse.Namespace, dataset: Path) -> dict:
             counts,
         )
         assert n2 == n, (n, n2)
-        rows["shared_loop_loop"].append(n / loop)
-        rows["shared_loop_call"].append(n / call)
-        rows["shared_loop_call_cpu"].append(n / call_cpu)
+        shared = Run(arm="shared_loop", seed=rep, metrics={
+            "images": n, "loop_seconds": loop, "call_seconds": call, "call_cpu_seconds": call_cpu,
+            "images_per_s": n / loop, "call_images_per_s": n / call, "call_images_per_cpu_s": n / call_cpu,
+        })
+        cfg = LongTailTrainConfig(
+            dataset=str(dataset),
+            method="erm",
+            backbone=BACKBONE,
+            output_dir=args.work / "tp-e2e",
+            image_size=args.image_size,
+            num_epochs=args.epochs,
+            batch_size=args.batch,
+            lr=LR,
+            seed=1,
+        )
+        shutil.rmtree(cfg.output_dir, ignore_errors=True)
+        start = time.perf_counter()
+        train_longtail(cfg)
+        e2e = time.perf_counter() - start
+        whole = Run(arm="train_longtail", seed=rep, metrics={
+            "seconds": e2e, "train_images_per_s": len(data) * args.epochs / e2e,
+        })
+        runs += [bare, shared, whole]
         print(
-            f"repeat {rep}: bare {rows['bare'][-1]:.0f} img/s, shared loop {rows['shared_loop_loop'][-1]:.0f} "
-            f"(call {rows['shared_loop_call'][-1]:.0f}) img/s; per CPU second: bare {rows['bare_cpu'][-1]:.0f}, "
-            f"call {rows['shared_loop_call_cpu'][-1]:.0f}",
+            f"round {rep}: bare {bare.metrics['images_per_s']:.0f} img/s, shared loop "
+            f"{shared.metrics['images_per_s']:.0f} (call {shared.metrics['call_images_per_s']:.0f}) img/s; per CPU "
+            f"second: bare {bare.metrics['images_per_cpu_s']:.0f}, call {shared.metrics['call_images_per_cpu_s']:.0f}; "
+            f"train_longtail {whole.metrics['train_images_per_s']:.0f} train img/s",
             flush=True,
         )
-    cfg = LongTailTrainConfig(
-        dataset=str(dataset),
-        method="erm",
-        backbone=BACKBONE,
-        output_dir=args.work / "tp-e2e",
-        image_size=args.image_size,
-        num_epochs=args.epochs,
-        batch_size=args.batch,
-        lr=LR,
-        seed=1,
+    return runs, {"train_images": len(data), "images_per_run": n}
+
+
+# (label, arm, metric, bare metric it is compared with) of each row of the throughput table
+ROWS = [
+    ("bare PyTorch loop", "bare", "images_per_s", "images_per_s"),
+    ("hubtools.train loop (as longtail train; timed loop)", "shared_loop", "images_per_s", "images_per_s"),
+    ("hubtools.train call (incl. accelerate set-up, checkpoint)", "shared_loop", "call_images_per_s",
+     "images_per_s"),
+    ("per CPU second (barely disturbed by other load): bare", "bare", "images_per_cpu_s", "images_per_cpu_s"),
+    ("per CPU second: hubtools.train call", "shared_loop", "call_images_per_cpu_s", "images_per_cpu_s"),
+    ("train_longtail end to end (decode, per-epoch validation, test, save)", "train_longtail",
+     "train_images_per_s", "images_per_s"),
+]
+
+
+def throughput_table(runs: list[Run], args: argparse.Namespace, info: dict) -> tuple[Table, dict]:
+    rows, medians = [], {}
+    for label, arm, metric, base in ROWS:
+        vals = values_by_seed(runs, arm, metric)
+        bare = values_by_seed(runs, "bare", base)
+        ratio = [vals[r] / bare[r] for r in vals]
+        m, sd = mean_sd(list(vals.values()))
+        med = statistics.median(vals.values())
+        medians[label] = {"median": med, "median_vs_bare": statistics.median(ratio)}
+        rows.append([label, len(vals), round(med), f"{min(vals.values()):.0f}–{max(vals.values()):.0f}"
+                     if len(vals) > 1 else f"{med:.0f}", f"{m:.0f}" + ("" if sd is None else f" ± {sd:.0f}"),
+                     round(statistics.median(ratio), 2)])
+    table = Table(
+        title=f"Training throughput ({info['train_images']} train images, {args.image_size} px, batch "
+        f"{args.batch}, {args.epochs} epoch(s), 1 torch thread)",
+        columns=["loop", "rounds", "median images/s", "min–max", "mean ± sd", "median vs bare (same round)"],
+        rows=rows,
+        note="Every round runs the three loops one after the other; 'vs bare' is the ratio to the bare loop's "
+        "figure of the same round (per CPU second: to the bare loop per CPU second), median over rounds; sd is "
+        "the sample sd (ddof = 1). train_longtail counts train images per second of the whole command.",
     )
-    shutil.rmtree(cfg.output_dir, ignore_errors=True)
-    start = time.perf_counter()
-    train_longtail(cfg)
-    e2e = time.perf_counter() - start
-    best = {k: max(v) for k, v in rows.items()}
-    return {
-        "train_images": len(data),
-        "images_per_run": n,
-        "images_per_s": rows,
-        "best_images_per_s": best,
-        "ratio_loop_vs_bare": best["shared_loop_loop"] / best["bare"],
-        "ratio_call_vs_bare": best["shared_loop_call"] / best["bare"],
-        "ratio_call_vs_bare_cpu": best["shared_loop_call_cpu"] / best["bare_cpu"],
-        "train_longtail_seconds": e2e,
-        "train_longtail_train_images_per_s": len(data) * args.epochs / e2e,
-    }
+    return table, medians
 
 
 def free_port() -> int:
@@ -229,111 +262,101 @@ def cli_train(
     return json.loads((out / "model" / "metrics.json").read_text())
 
 
-def ddp(args: argparse.Namespace, dataset: Path) -> dict:
-    keys = ("top1", "balanced_acc", "many_acc", "medium_acc", "few_acc")
-    runs: dict[str, list[dict]] = {"1_process": [], "2_processes": []}
+DDP_KEYS = ("top1", "balanced_acc", "many_acc", "medium_acc", "few_acc")
+
+
+def ddp(args: argparse.Namespace, dataset: Path) -> list[Run]:
+    runs = []
     for seed in args.seeds:
         for name, procs, batch in (("1_process", 1, args.batch), ("2_processes", 2, args.batch // 2)):
             m = cli_train(
                 dataset, args.work / f"ddp-{name}-s{seed}", seed, batch, args.epochs, args.image_size, procs
             )
-            runs[name].append({k: m["test"][k] for k in keys} | {"selected_epoch": m["selected_epoch"]})
-            print(f"seed {seed} {name}: " + " ".join(f"{k} {m['test'][k]:.1f}" for k in keys), flush=True)
-    summary = {
-        name: {k: [float(np.mean([r[k] for r in rs])), float(np.std([r[k] for r in rs]))] for k in keys}
-        for name, rs in runs.items()
-    }
-    return {"per_seed": runs, "summary": summary}
+            runs.append(Run(arm=name, seed=seed, metrics={k: m["test"][k] for k in DDP_KEYS}
+                            | {"selected_epoch": m["selected_epoch"]}))
+            print(f"seed {seed} {name}: " + " ".join(f"{k} {m['test'][k]:.1f}" for k in DDP_KEYS), flush=True)
+    return runs
 
 
-def markdown(result: dict) -> str:
-    tp = result["throughput"]
-    best = tp["best_images_per_s"]
-    lines = [
-        f"Training throughput, {result['setup']['dataset']} ({tp['train_images']} train images, "
-        f"{result['setup']['image_size']} px, batch {result['setup']['batch_size']}, "
-        f"{result['setup']['epochs']} epochs, 1 torch thread; best of {result['setup']['repeats']}):",
-        "",
-        "| loop | images/s | vs bare |",
-        "|---|---:|---:|",
-        f"| bare PyTorch loop | {best['bare']:.0f} | 1.00 |",
-        f"| hubtools.train loop (as longtail train; timed loop) | {best['shared_loop_loop']:.0f} | "
-        f"{tp['ratio_loop_vs_bare']:.2f} |",
-        f"| hubtools.train call (incl. accelerate set-up, checkpoint) | {best['shared_loop_call']:.0f} | "
-        f"{tp['ratio_call_vs_bare']:.2f} |",
-        f"| per CPU second (barely disturbed by other load): bare | {best['bare_cpu']:.0f} | 1.00 |",
-        f"| per CPU second: hubtools.train call | {best['shared_loop_call_cpu']:.0f} | "
-        f"{tp['ratio_call_vs_bare_cpu']:.2f} |",
-        f"| train_longtail end to end (decode, per-epoch validation, test, save) | "
-        f"{tp['train_longtail_train_images_per_s']:.0f} | "
-        f"{tp['train_longtail_train_images_per_s'] / best['bare']:.2f} |",
-    ]
-    if "ddp" in result:
-        s = result["ddp"]["summary"]
-        keys = list(s["1_process"])
-        lines += [
-            "",
-            f"1 process vs `accelerate launch --multi_gpu --num_processes 2` (gloo, CPU), test metrics, "
-            f"mean ± std over seeds {result['setup']['seeds']}:",
-            "",
-            "| run | " + " | ".join(keys) + " |",
-            "|---|" + "---:|" * len(keys),
-        ]
-        for name, row in s.items():
-            lines.append(
-                f"| {name} | " + " | ".join(f"{row[k][0]:.1f} ± {row[k][1]:.1f}" for k in keys) + " |"
-            )
-    return "\n".join(lines)
+def write(bench: Benchmark, args: argparse.Namespace, dataset: Path, tp_runs: list[Run], info: dict,
+          ddp_runs: list[Run] | None) -> None:
+    table, medians = throughput_table(tp_runs, args, info)
+    loop = medians[ROWS[1][0]]["median_vs_bare"]
+    cpu = medians[ROWS[4][0]]["median_vs_bare"]
+    e2e = medians[ROWS[5][0]]["median_vs_bare"]
+    headline = (f"the shared loop trains at {loop:.2f}x the bare loop's images/s ({cpu:.2f}x per CPU second), "
+                f"train_longtail end to end at {e2e:.2f}x; median of {args.repeats} round(s)")
+    verdict = headline + "."
+    tables, details = [table], {**info, "throughput_medians": medians,
+                                "rounds": "throughput runs: seed = the round's index (0, 1, ...); DDP runs: seed "
+                                "= the training seed"}
+    if ddp_runs:
+        tables.append(arms_table(ddp_runs, list(DDP_KEYS), baseline="1_process", arms=["1_process", "2_processes"],
+                                 digits=1, diff_metrics=["top1", "balanced_acc"],
+                                 title="1 process vs accelerate launch --multi_gpu --num_processes 2 (gloo, CPU), "
+                                 "test %"))
+        diffs = {k: paired_by_seed(values_by_seed(ddp_runs, "2_processes", k),
+                                   values_by_seed(ddp_runs, "1_process", k)) for k in ("top1", "balanced_acc")}
+        details["ddp_paired_diff"] = {k: d.as_dict() for k, d in diffs.items()}
+        ba = diffs["balanced_acc"]
+        if ba.clear is None:
+            verdict += f" DDP: balanced accuracy {ba.mean:+.1f} points with 2 processes (one seed: not judged)."
+        elif ba.clear:
+            verdict += (f" DDP: 2 processes differ from 1 in balanced accuracy beyond seed noise ({ba.mean:+.1f} "
+                        f"points, 95 % CI [{ba.ci_low:+.1f}, {ba.ci_high:+.1f}], {ba.n} seeds).")
+        else:
+            verdict += (f" DDP: 2 processes match 1 within seed noise (balanced accuracy {ba.mean:+.1f} points, "
+                        f"95 % CI [{ba.ci_low:+.1f}, {ba.ci_high:+.1f}], {ba.n} paired seeds).")
+    if args.data:
+        data = f"the long-tail build folder {args.data}"
+    else:
+        data = DATA[args.dataset] + (" (smoke: 20 of the 116 classes)" if args.smoke and args.dataset == "mri" else "")
+    bench.write(
+        "longtail_throughput",
+        data=data,
+        config={"dataset": str(args.data) if args.data else args.dataset, "smoke_subset": args.smoke,
+                "epochs": args.epochs, "batch_size": args.batch, "image_size": args.image_size,
+                "repeats": args.repeats, "ddp": bool(ddp_runs), "ddp_seeds": args.seeds if ddp_runs else [],
+                "backbone": BACKBONE, "lr": LR, "torch_threads": torch.get_num_threads()},
+        runs=tp_runs + (ddp_runs or []),
+        tables=tables,
+        headline=headline,
+        verdict=verdict,
+        details=details,
+        seeds=args.seeds if ddp_runs else list(range(args.repeats)),
+    )
+    for row in table.rows:
+        print(" | ".join(map(str, row)), flush=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    bench = Benchmark(
+        "longtail_throughput",
+        title="Long-tail training throughput and DDP",
+        capability="longtail",
+        code=["hubtools/longtail", "hubtools/train", "hubtools/data/mri_patches.py"],
+        default_seeds=[1, 2, 3],
+        smoke_seeds=[1],
+    )
+    parser = bench.parser(__doc__)
     parser.add_argument("--dataset", choices=["mri", "fmnist"], default="mri")
     parser.add_argument(
         "--data", type=Path, default=None, help="any `longtail build` folder instead of --dataset (tests)"
     )
-    parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--image-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--ddp", action="store_true", help="also compare 2 processes with 1")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--work", type=Path, default=Path("longtail-bench"))
-    parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
-    args = parser.parse_args()
+    parser.add_argument("--repeats", type=int, default=3, help="throughput rounds (smoke 1)")
+    parser.add_argument("--ddp", action="store_true", help="also compare 2 processes with 1, at each of --seeds")
+    args = bench.parse(parser, argv)
     torch.set_num_threads(1)
     if args.smoke:
         args.epochs, args.repeats, args.ddp = 1, 1, False
     dataset = args.data or build_set(args.work, args.dataset, args.smoke)
-    result: dict = {
-        "setup": {
-            "dataset": str(args.data)
-            if args.data
-            else args.dataset + (" smoke subset" if args.smoke else ""),
-            "epochs": args.epochs,
-            "batch_size": args.batch,
-            "image_size": args.image_size,
-            "repeats": args.repeats,
-            "seeds": args.seeds,
-            "backbone": BACKBONE,
-            "torch_threads": torch.get_num_threads(),
-        }
-    }
-    result["throughput"] = throughput(args, dataset)
-    write(result, args)  # before the DDP part, so its figures survive a failure there
+    tp_runs, info = throughput(args, dataset)
+    write(bench, args, dataset, tp_runs, info, None)  # before the DDP part, so its figures survive a failure there
     if args.ddp:
-        result["ddp"] = ddp(args, dataset)
-        write(result, args)
-
-
-def write(result: dict, args: argparse.Namespace) -> None:
-    name = "longtail_throughput" + ("_smoke" if args.smoke else "")
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = markdown(result)
-    (args.results / f"{name}.md").write_text(md + "\n")
-    print(md, flush=True)
+        write(bench, args, dataset, tp_runs, info, ddp(args, dataset))
 
 
 if __name__ == "__main__":

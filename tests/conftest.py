@@ -29,6 +29,8 @@ os.environ["HF_HOME"] = os.path.join(_TMP_ROOT, "hf_home")
 os.environ["HF_DATASETS_CACHE"] = os.path.join(_TMP_ROOT, "hf_datasets")
 os.environ.pop("HF_HUB_OFFLINE", None)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# benchmark smoke runs keep their built data and runs here, not in the user's cache
+os.environ["HUBTOOLS_BENCH_WORK"] = os.path.join(_TMP_ROOT, "bench-work")
 
 import shutil  # noqa: E402
 import uuid  # noqa: E402

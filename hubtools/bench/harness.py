@@ -85,6 +85,7 @@ class Benchmark:
         self._t0 = time.perf_counter()
         self._started = datetime.now(UTC).isoformat(timespec="seconds")
         self.code = code_info(self.code_paths)
+        self.git = git_info()  # the tree the run started from (it may change while a long run goes on)
 
     # -- flags ---------------------------------------------------------------------------------
     def parser(self, doc: str | None) -> argparse.ArgumentParser:
@@ -174,7 +175,7 @@ class Benchmark:
             title=title or self.title,
             capability=self.capability,
             command=command_line(self._argv),
-            git=git_info(),
+            git=self.git,
             code=self.code,
             versions=library_versions(),
             device=device_info(self.args.device),

@@ -74,15 +74,19 @@ def _draw_panel(ax, panel: Panel) -> None:
         if panel.kind == "image":
             ax.set_axis_off()
     elif panel.kind == "bar":
+        ax.set_yscale(panel.yscale)
         n = max(len(panel.series), 1)
         width = 0.8 / n
         labels = [str(x) for x in panel.series[0].x] if panel.series else []
         for i, s in enumerate(panel.series):
             pos = np.arange(len(s.y)) + (i - (n - 1) / 2) * width
             y = [np.nan if v is None else v for v in s.y]
-            ax.bar(pos, y, width, yerr=s.yerr, label=s.label, capsize=2)
+            yerr = None if s.yerr is None else [np.nan if e is None else e for e in s.yerr]
+            ax.bar(pos, y, width, yerr=yerr, label=s.label, capsize=2)
         ax.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) > 6 else 0, ha="right", fontsize=7)
     else:
+        ax.set_xscale(panel.xscale)
+        ax.set_yscale(panel.yscale)
         for s in panel.series:
             y = [np.nan if v is None else v for v in s.y]
             if panel.kind == "scatter":
@@ -97,11 +101,8 @@ def _draw_panel(ax, panel: Panel) -> None:
     ax.set_title(panel.title, fontsize=9)
     ax.set_xlabel(panel.xlabel)
     ax.set_ylabel(panel.ylabel)
-    if panel.kind in ("line", "scatter", "bar"):
-        ax.set_xscale(panel.xscale)
-        ax.set_yscale(panel.yscale)
-        if any(s.label for s in panel.series):
-            ax.legend(fontsize=7)
+    if panel.kind in ("line", "scatter", "bar") and any(s.label for s in panel.series):
+        ax.legend(fontsize=7)
 
 
 def draw_figure(fig_spec: Figure, path: Path) -> None:

@@ -129,8 +129,17 @@ def test_cli_bad_inputs_name_the_problem(noisy_fmnist, tmp_path):
 
 
 def test_benchmark_smoke_runs_and_reports(tmp_path):
+    out = tmp_path / "results"
     r = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "infogrowth.py"), "--smoke", "--out", str(tmp_path)],
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "infogrowth.py"),
+            "--smoke",
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path / "work"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -138,17 +147,56 @@ def test_benchmark_smoke_runs_and_reports(tmp_path):
     if r.returncode != 0 and "DataUnavailable" in r.stderr:
         pytest.skip("dataset-fashion-mnist is not installed")
     assert r.returncode == 0, r.stderr[-2000:]
-    res = json.loads((tmp_path / "infogrowth_smoke.json").read_text())
-    run = res["runs"][0]
-    assert run["margin"]["noise_removed"] > 0.85
-    assert run["margin"]["duplicates_removed"] > 0.9
+    res = json.loads((out / "infogrowth.json").read_text())
+    assert res["smoke"] is True and res["seeds"] == [0] and res["name"] == "infogrowth"
+    assert res["config"]["datasets"] == ["fashion_mnist"] and "Fashion-MNIST" in res["data"]
+    runs = {r["arm"]: r for r in res["runs"]}
+    assert all(r["seed"] == 0 for r in res["runs"])
+    # every subset of the seed was trained and tested; shares and accuracies are percentages
+    for subset in (
+        "full noisy",
+        "clean oracle",
+        "InfoGrowth[margin]@30%",
+        "random@30%",
+        "InfoGrowth[cosine]@50%",
+    ):
+        m = runs[f"fashion_mnist: {subset}"]["metrics"]
+        assert 10.0 < m["accuracy"] <= 100.0 and 0.0 <= m["noisy_share"] <= 100.0 and m["classes"] == 10
+    assert runs["fashion_mnist: clean oracle"]["metrics"]["noisy_share"] == 0.0
+    margin = runs["fashion_mnist: curator margin"]["metrics"]
+    assert margin["noise_removed"] > 85.0 and margin["duplicates_removed"] > 90.0
     assert (
-        run["subsets"]["random@30%"]["noisy_share"]
-        > 0.1
-        > run["subsets"]["InfoGrowth[margin]@30%"]["noisy_share"]
+        runs["fashion_mnist: random@30%"]["metrics"]["noisy_share"]
+        > 10.0
+        > runs["fashion_mnist: InfoGrowth[margin]@30%"]["metrics"]["noisy_share"]
     )
-    assert "Claim check" in (tmp_path / "infogrowth_smoke.md").read_text()
-    assert (tmp_path / "infogrowth_smoke.png").exists()
+    checks = res["details"]["claim_checks"]["fashion_mnist"]
+    assert set(checks) == {"margin@30%", "cosine@30%", "margin@50%", "cosine@50%"}
+    for c in checks.values():  # one seed: a paired difference without a CI
+        assert c["vs_full"]["n"] == 1 and c["vs_full"]["ci_low"] is None
+        assert c["vs_full"]["mean"] == pytest.approx(c["infogrowth"] - c["full_noisy"])
+    assert "One seed only" in res["verdict"]
+    md = (out / "infogrowth.md").read_text()
+    assert "(smoke run)" in md and "| full noisy |" in md and "Δ test accuracy % vs full noisy" in md
+    assert (out / "infogrowth.png").read_bytes()[:4] == b"\x89PNG"
+    # --reuse picks up the finished run from --work instead of recomputing it
+    again = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "infogrowth.py"),
+            "--smoke",
+            "--reuse",
+            "--out",
+            str(tmp_path / "again"),
+            "--work",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((tmp_path / "again" / "infogrowth.json").read_text())["runs"] == res["runs"]
 
 
 def test_shipped_config_validates():

@@ -758,11 +758,12 @@ def test_known_answers(hub, repo_id, tmp_path):
 
 
 def test_hub_throughput_smoke(tmp_path):
-    out = tmp_path / "smoke.json"
+    out = tmp_path / "out"
     # The benchmark sets its own HF_* environment before importing huggingface_hub.
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "benchmarks" / "hub_throughput.py"), "--smoke", "--out", str(out)],
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "hub_throughput.py"), "--smoke", "--out", str(out),
+         "--work", str(tmp_path / "work")],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -770,16 +771,22 @@ def test_hub_throughput_smoke(tmp_path):
         timeout=110,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    result = json.loads(out.read_text())
-    assert result["smoke"] is True
-    assert result["size_bytes"] == 8 * 2**20
-    assert result["sha256_match"] is True
-    assert result["sha256_uploaded"] == result["sha256_downloaded"]
-    for kind in ("upload", "download", "copy"):
-        assert result[f"{kind}_s"] > 0
-        assert result[f"{kind}_mib_s"] > 0
-    assert result["upload_vs_copy"] == pytest.approx(result["upload_mib_s"] / result["copy_mib_s"], rel=1e-3)
-    assert result["download_vs_copy"] == pytest.approx(
-        result["download_mib_s"] / result["copy_mib_s"], rel=1e-3
-    )
-    assert "upload" in proc.stdout and "download" in proc.stdout and "copy" in proc.stdout
+    result = json.loads((out / "hub_throughput.json").read_text())
+    assert result["smoke"] is True and result["name"] == "hub_throughput"
+    assert result["config"]["size_bytes"] == 8 * 2**20 and result["config"]["repeat"] == 1
+    assert result["command"].startswith("python benchmarks/hub_throughput.py --smoke")
+    [run] = result["runs"]  # one run per round; the seed is the round index
+    assert run["seed"] == 0 and result["seeds"] == [0]
+    m = run["metrics"]
+    assert m["sha256_match"] is True and result["details"]["sha256_match"] is True
+    for step in ("upload", "download", "copy", "copy_fsync"):
+        assert m[f"{step}_s"] > 0
+        assert m[f"{step}_mib_s"] == pytest.approx(8 / m[f"{step}_s"], rel=1e-6)
+        assert m[f"{step}_vs_copy"] == pytest.approx(m[f"{step}_mib_s"] / m["copy_mib_s"], rel=1e-6)
+    assert m["copy_vs_copy"] == 1.0
+    [table] = result["tables"]
+    assert [row[0].split()[0] for row in table["rows"]] == ["upload", "download", "copy", "copy"]
+    assert table["rows"][0][2] == pytest.approx(m["upload_mib_s"], abs=0.05)  # median of one round
+    md = (out / "hub_throughput.md").read_text()
+    assert "| upload (HfApi.upload_file) | 1 |" in md
+    assert not list((tmp_path / "work").iterdir())  # the temporary hub and files are removed

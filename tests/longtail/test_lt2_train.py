@@ -211,7 +211,7 @@ def test_two_processes_train_the_same_model_as_one(fmnist_lt, tmp_path):
 
 
 def test_throughput_benchmark_smoke(fmnist_lt, tmp_path):
-    """`benchmarks/longtail_throughput.py --smoke`: both loops see the same images; figures and table written."""
+    """`benchmarks/longtail_throughput.py --smoke`: both loops see the same images; envelope and table written."""
     out = subprocess.run(
         [
             sys.executable,
@@ -221,7 +221,7 @@ def test_throughput_benchmark_smoke(fmnist_lt, tmp_path):
             str(fmnist_lt),
             "--work",
             str(tmp_path / "work"),
-            "--results",
+            "--out",
             str(tmp_path / "results"),
         ],
         capture_output=True,
@@ -230,12 +230,23 @@ def test_throughput_benchmark_smoke(fmnist_lt, tmp_path):
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads((tmp_path / "results" / "longtail_throughput_smoke.json").read_text())
-    tp = result["throughput"]
+    result = json.loads((tmp_path / "results" / "longtail_throughput.json").read_text())
+    assert result["smoke"] and result["config"]["repeats"] == 1 and not result["config"]["ddp"]
+    # one round: one run per loop, seed = the round's index
+    runs = {r["arm"]: r for r in result["runs"]}
+    assert set(runs) == {"bare", "shared_loop", "train_longtail"} and all(r["seed"] == 0 for r in runs.values())
+    bare, shared = runs["bare"]["metrics"], runs["shared_loop"]["metrics"]
     # 1 epoch of 256 images in whole batches of 128 (drop_last in both loops)
-    assert tp["train_images"] == sum(COUNTS) and tp["images_per_run"] == 256
-    best = tp["best_images_per_s"]
-    assert tp["ratio_loop_vs_bare"] == pytest.approx(best["shared_loop_loop"] / best["bare"])
-    assert all(v > 0 for v in best.values()) and tp["train_longtail_seconds"] > 0
-    md = (tmp_path / "results" / "longtail_throughput_smoke.md").read_text()
-    assert "| bare PyTorch loop |" in md and f"{best['bare']:.0f}" in md
+    assert result["details"]["train_images"] == sum(COUNTS)
+    assert bare["images"] == shared["images"] == result["details"]["images_per_run"] == 256
+    assert bare["images_per_s"] == pytest.approx(256 / bare["seconds"])
+    assert shared["images_per_s"] == pytest.approx(256 / shared["loop_seconds"])
+    assert shared["call_seconds"] >= shared["loop_seconds"] > 0
+    assert runs["train_longtail"]["metrics"]["seconds"] > 0
+    [table] = result["tables"]
+    rows = {row[0]: row for row in table["rows"]}
+    assert rows["bare PyTorch loop"][-1] == 1.0
+    loop = rows["hubtools.train loop (as longtail train; timed loop)"]
+    assert loop[-1] == pytest.approx(shared["images_per_s"] / bare["images_per_s"], abs=0.006)
+    md = (tmp_path / "results" / "longtail_throughput.md").read_text()
+    assert "| bare PyTorch loop | 1 |" in md and f"{bare['images_per_s']:.0f}" in md
