@@ -111,6 +111,7 @@ def test_hub_serve_reads_config_file(tmp_path):
         assert proc.wait(timeout=20) == 0
 
 
+@pytest.mark.timeout(360)  # the child process gets 300 s
 def test_quickstart_hub_demo_round_trips_real_model_and_table(tmp_path):
     from hubtools.data.offline import DataUnavailable, fortunes, minilm_path
 

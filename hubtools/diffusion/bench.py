@@ -1,4 +1,4 @@
-"""The SpeeD speed-up benchmark (spec section 4): optimiser steps to reach the uniform baseline's final quality.
+"""The SpeeD speed-up benchmark: optimiser steps to reach the uniform baseline's final quality.
 
 Every arm (sampler) trains the same UNet from the same initial weights on the same data
 order with the same optimiser, EMA and evaluation; only the timestep sampler differs. The
@@ -10,22 +10,32 @@ denoising loss on a fixed t grid is logged as a diagnostic.
 Sized for 2 CPU cores: 16x16 images, a 2-level UNet, ~1k steps per run. The published
 claim (~3x, on ImageNet latents with DiT-XL/2 at 400k+ steps) is about a very different
 scale; this run measures what a small real-image problem shows, it does not tune per arm.
+
+A speed-up is only meaningful against a converged baseline: when the uniform baseline's
+seed-mean FID curve has not plateaued (its last 3 evaluations span more than 5 %), every
+arm's verdict is "budget insufficient", never "not reproduced". Arms are compared with the
+baseline paired by seed (same initial weights and data order): per-seed speed-ups against the
+same seed's baseline, and the paired final-FID difference with a bootstrap 95 % CI.
+
+Run through the shared benchmark harness (:mod:`hubtools.bench`) by ``benchmarks/speed.py`` and
+``hubtools diffusion speedup-bench`` (the same flags); see :func:`main`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import platform
-import tempfile
+import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from pydantic import Field
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hubtools.config import StrictModel
@@ -36,14 +46,26 @@ from hubtools.errors import ConfigError
 from hubtools.train import METRICS_FILE
 
 BENCH_DATASETS = ("digits", "fashion_mnist")
+RESULT_NAME = "speedup"
+FIGURE_FILE = "speed_curves.png"
 _GEN_NOISE_SEED = 1234
+USAGE = """SpeeD speed-up benchmark: steps to reach the uniform baseline's final quality on real images.
+
+    python benchmarks/speed.py                 # digits + Fashion-MNIST, 3 arms, seeds 0 1 2 (about 27 min of CPU on 2 cores)
+    python benchmarks/speed.py --smoke         # the whole protocol in well under a minute (tests run it)
+    python benchmarks/speed.py --config configs/diffusion/speed_bench_quick.yaml   # digits, uniform vs speed
+    hubtools diffusion speedup-bench --datasets digits --arms uniform speed --seeds 0 1 2 --steps 800
+
+The first arm is the baseline. Writes speedup.{json,md} and speed_curves.png under --out (default
+benchmarks/results; --smoke: a temporary folder). Finished runs are cached under --work keyed on the
+protocol settings, the code digest and the library versions; --reuse picks them up.
+"""
 
 
 class BenchConfig(StrictModel):
-    """``hubtools diffusion speedup-bench`` settings. The first arm is the baseline."""
+    """The protocol settings (also the YAML keys of ``--config``). The first arm is the baseline."""
 
-    out: Path = Path("benchmarks/results")
-    smoke: bool = False
+    out: Path | None = Field(None, description="results folder when --out is not given (ignored by --smoke)")
     datasets: tuple[str, ...] = BENCH_DATASETS
     arms: tuple[str, ...] = ("uniform", "speed", "speed_official")
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -67,15 +89,16 @@ class BenchConfig(StrictModel):
     smoothing: int = Field(3, ge=1, description="trailing mean over this many evaluations")
     workers: int = Field(2, ge=1, description="runs in parallel, one torch thread each")
 
-    def resolved(self) -> BenchConfig:
-        """The smoke settings: the whole protocol, on digits only, in well under a minute."""
-        if not self.smoke:
+    def resolved(self, smoke: bool, seeds_given: bool = False) -> BenchConfig:
+        """The smoke settings: the whole protocol, on digits only, in well under a minute (seeds given
+        on the command line are kept; otherwise the first)."""
+        if not smoke:
             return self
         return self.model_copy(
             update={
                 "datasets": ("digits",),
                 "arms": self.arms[:2],
-                "seeds": self.seeds[:1],
+                "seeds": self.seeds if seeds_given else self.seeds[:1],
                 "steps": 24,
                 "evals": 3,
                 "fid_samples": 48,
@@ -85,6 +108,16 @@ class BenchConfig(StrictModel):
                 "workers": 1,
             }
         )
+
+    def check(self) -> None:
+        unknown = [a for a in self.arms if a not in SAMPLER_NAMES]
+        if unknown:
+            raise ConfigError(f"unknown arm(s) {unknown}; valid: {', '.join(SAMPLER_NAMES)}")
+        if len(self.arms) < 2:
+            raise ConfigError("give at least two arms: a baseline and one to compare with it")
+        bad = [d for d in self.datasets if d not in BENCH_DATASETS]
+        if bad:
+            raise ConfigError(f"unknown benchmark dataset(s) {bad}; valid: {', '.join(BENCH_DATASETS)}")
 
 
 class FeatureCNN(nn.Module):
@@ -165,8 +198,17 @@ def ddim_samples(
     return x.clamp(-1, 1).cpu()
 
 
-def _bench_data(name: str, cfg: BenchConfig) -> dict[str, Any]:
-    """Training images, held-out images, and the real-vs-real floor of the quality measure."""
+def classifier_epochs(name: str, smoke: bool) -> int:
+    """Epochs of the feature classifier behind the quality measure."""
+    return 4 if smoke or name != "digits" else 30
+
+
+def _bench_data(
+    name: str, cfg: BenchConfig, smoke: bool = False, classifier_state: dict[str, torch.Tensor] | None = None
+) -> dict[str, Any]:
+    """Training images, held-out images, and the real-vs-real floor of the quality measure.
+
+    ``classifier_state``: the feature classifier's saved weights (it is then not trained again)."""
     size = cfg.image_size
     if name == "digits":
         x_tr, y_tr, x_te, y_te = digits_split(0)
@@ -179,8 +221,12 @@ def _bench_data(name: str, cfg: BenchConfig) -> dict[str, Any]:
         raise ConfigError(f"unknown benchmark dataset {name!r}; valid: {', '.join(BENCH_DATASETS)}")
     train_x = to_model_range(torch.from_numpy(x_tr), size)
     test_x = to_model_range(torch.from_numpy(x_te), size)
-    epochs = (30 if name == "digits" else 4) if not cfg.smoke else 4
-    clf = train_feature_classifier(train_x, torch.from_numpy(y_tr), size, epochs)
+    if classifier_state is None:
+        clf = train_feature_classifier(train_x, torch.from_numpy(y_tr), size, classifier_epochs(name, smoke))
+    else:
+        clf = FeatureCNN(size)
+        clf.load_state_dict(classifier_state)
+        clf.eval()
     with torch.no_grad():
         acc = float((clf(test_x)[1].argmax(-1).numpy() == y_te).mean())
     ref_feats, _ = features(clf, to_model_range(torch.from_numpy(x_ref), size))
@@ -199,10 +245,12 @@ def _bench_data(name: str, cfg: BenchConfig) -> dict[str, Any]:
     }
 
 
-def _run_arm(cfg: BenchConfig, data: dict[str, Any], arm: str, seed: int, work: Path) -> dict[str, Any]:
+def _run_arm(cfg: BenchConfig, data: dict[str, Any], arm: str, seed: int, folder: Path) -> dict[str, Any]:
+    """One (arm, seed) training run in ``folder`` (removed afterwards): its evaluation curves."""
     every = max(1, cfg.steps // cfg.evals)
+    shutil.rmtree(folder, ignore_errors=True)
     config = DDPMTrainConfig(
-        output_dir=work / f"{arm}-s{seed}",
+        output_dir=folder,
         resume=None,
         seed=seed,
         max_steps=every * cfg.evals,
@@ -232,10 +280,10 @@ def _run_arm(cfg: BenchConfig, data: dict[str, Any], arm: str, seed: int, work: 
     seconds = time.perf_counter() - start
     records = [json.loads(line) for line in (config.output_dir / METRICS_FILE).read_text().splitlines()]
     evals = [r for r in records if "fid" in r]
-    keys = ("fid", "confidence", "heldout_mse", "heldout_mse_lt_tau", "heldout_mse_ge_tau")
+    shutil.rmtree(folder, ignore_errors=True)
     return {
         "steps": [r["step"] for r in evals],
-        **{k: [r[k] for r in evals] for k in keys},
+        **{k: [r[k] for r in evals] for k in CURVES},
         "seconds": round(seconds, 2),
     }
 
@@ -255,6 +303,9 @@ def _map_runs(args: list[tuple[Any, ...]], workers: int) -> list[dict[str, Any]]
         return list(pool.map(_run_arm_one_thread, args))
 
 
+CURVES = ("fid", "confidence", "heldout_mse", "heldout_mse_lt_tau", "heldout_mse_ge_tau")
+
+
 def smooth(curve: np.ndarray, window: int) -> np.ndarray:
     """Trailing mean over ``window`` evaluations (fewer at the start of the curve)."""
     return np.array([curve[max(0, i - window + 1) : i + 1].mean() for i in range(len(curve))])
@@ -267,51 +318,83 @@ def steps_to_reach(steps: list[int], curve: np.ndarray, target: float) -> int | 
 
 
 def analyse(runs: dict[str, dict[int, dict[str, Any]]], baseline: str, window: int) -> dict[str, Any]:
-    """Speed-ups r = S_U / S_X from seed-averaged smoothed FID curves, per-seed r, equal-step check, verdict."""
+    """Speed-ups r = S_U / S_X, per-seed r against the same seed's baseline, paired final FID, verdicts.
+
+    ``runs[arm][seed]`` holds ``steps`` and the ``fid`` curve. The target is the baseline's final
+    seed-mean FID (trailing mean over ``window`` evaluations); S_X is the first step at which an arm's
+    smoothed seed-mean FID reaches it. Before any arm is judged, the plateau criterion is applied to
+    the baseline's seed-mean (raw) FID curve: if it has not plateaued, the verdict is "budget
+    insufficient" whatever the arm did.
+    """
+    from hubtools.bench.stats import BUDGET_INSUFFICIENT, mean_sd, paired_by_seed, plateau
+
     steps = next(iter(runs[baseline].values()))["steps"]
     s_u = steps[-1]
-    fid = {arm: np.array([runs[arm][s]["fid"] for s in sorted(runs[arm])]) for arm in runs}
-    base_sm = smooth(fid[baseline].mean(0), window)
-    target = float(base_sm[-1])
-    base_final_std = float(fid[baseline][:, -1].std(ddof=1)) if fid[baseline].shape[0] > 1 else 0.0
+    fid = {arm: {int(s): np.asarray(r["fid"], dtype=float) for s, r in by_seed.items()} for arm, by_seed in runs.items()}
+    base = fid[baseline]
+    base_mean = np.mean([base[s] for s in sorted(base)], axis=0)
+    target = float(smooth(base_mean, window)[-1])
+    base_final = {s: float(c[-1]) for s, c in base.items()}
+    base_final_sd = mean_sd(list(base_final.values()))[1] or 0.0
+    flat = plateau(base_mean.tolist())
+    budget = (None if flat.reached else
+              f"{BUDGET_INSUFFICIENT}: {flat.describe(f'the {baseline} baseline (seed-mean classifier-FID)')}")
     third = int(np.argmin(np.abs(np.array(steps) - s_u / 3)))
     out: dict[str, Any] = {
         "target_fid": target,
         "S_U": s_u,
-        "baseline_final_fid_std": base_final_std,
+        "baseline_final_fid_std": base_final_sd,
+        "baseline_plateau": flat.as_dict(),
+        "budget": budget,
         "arms": {},
     }
-    for arm, curves in fid.items():
-        sm = smooth(curves.mean(0), window)
+    for arm, by_seed in fid.items():
+        seeds = sorted(by_seed)
+        sm = smooth(np.mean([by_seed[s] for s in seeds], axis=0), window)
         s_x = steps_to_reach(steps, sm, target)
+        paired = [s for s in seeds if s in base]
         per_seed = []
-        for i in range(curves.shape[0]):
-            seed_target = float(smooth(fid[baseline][i], window)[-1])
-            s_seed = steps_to_reach(steps, smooth(curves[i], window), seed_target)
+        for s in paired:  # each seed against the same seed's baseline: same initial weights and data order
+            s_seed = steps_to_reach(steps, smooth(by_seed[s], window), float(smooth(base[s], window)[-1]))
             per_seed.append(round(s_u / s_seed, 3) if s_seed else None)
+        final = {s: float(c[-1]) for s, c in by_seed.items()}
+        m, sd = mean_sd(list(final.values()))
+        diff = paired_by_seed(final, base_final)
         r = s_u / s_x if s_x else None
-        final = curves[:, -1]
         entry = {
             "steps_to_target": s_x,
             "speedup": round(r, 3) if r else None,
+            "seeds": paired,
             "speedup_per_seed": per_seed,
-            "final_fid_mean": float(final.mean()),
-            "final_fid_std": float(final.std(ddof=1)) if final.size > 1 else 0.0,
+            "final_fid_mean": m,
+            "final_fid_std": sd or 0.0,
+            "final_fid_minus_baseline": diff.as_dict() if diff else None,
             "smoothed_fid_at_third": float(sm[third]),
             "third_step": int(steps[third]),
             "reaches_target_at_third": bool(sm[third] <= target),
         }
         if arm != baseline:
-            entry["verdict"] = _verdict(entry, target, base_final_std)
+            entry["verdict"] = budget or _verdict(entry, target, base_final_sd)
         out["arms"][arm] = entry
     out["resolution_steps"] = int(steps[1] - steps[0]) if len(steps) > 1 else s_u
     return out
 
 
 def _verdict(entry: dict[str, Any], target: float, base_std: float) -> str:
+    """reproduced / partial / not reproduced, for an arm against a baseline that has plateaued.
+
+    Not reproduced: speed-up below 1.5x, or a final FID worse than the baseline's beyond seed noise
+    (paired 95 % CI above zero; with one seed, above the target by more than the baseline's sd).
+    Reproduced: at least 2.5x on the seed-mean curve and at least 1.5x on every seed.
+    """
     r = entry["speedup"] or 0.0
-    seeds = [s or 0.0 for s in entry["speedup_per_seed"]]
-    if r < 1.5 or entry["final_fid_mean"] > target + base_std:
+    seeds = [s or 0.0 for s in entry["speedup_per_seed"]] or [0.0]
+    d = entry["final_fid_minus_baseline"]
+    if d is not None and d["clear"] is not None:
+        worse = bool(d["clear"] and d["mean"] > 0)
+    else:
+        worse = entry["final_fid_mean"] > target + base_std
+    if r < 1.5 or worse:
         return "not reproduced"
     if r >= 2.5 and min(seeds) >= 1.5:
         return "reproduced"
@@ -322,118 +405,250 @@ def _fmt_r(r: float | None) -> str:
     return f"{r:.2f}x" if r else "not reached"
 
 
-def table_markdown(report: dict[str, Any]) -> str:
+def _arm_id(dataset: str, arm: str) -> str:
+    return f"{dataset}/{arm}"
+
+
+def envelope_runs(report: dict[str, Any]) -> list:
+    """One :class:`~hubtools.bench.Run` per (dataset, arm, seed): final values, per-seed speed-up, curves."""
+    from hubtools.bench import Run
+
+    out = []
+    for name, res in report["datasets"].items():
+        a = res["analysis"]
+        for arm, by_seed in res["runs"].items():
+            e = a["arms"][arm]
+            per_seed = dict(zip(e["seeds"], e["speedup_per_seed"], strict=True))
+            for seed in sorted(by_seed, key=int):
+                r = by_seed[seed]
+                out.append(Run(
+                    arm=_arm_id(name, arm),
+                    seed=int(seed),
+                    metrics={
+                        "dataset": name,
+                        "sampler": arm,
+                        **{f"final_{k}": r[k][-1] for k in CURVES},
+                        "speedup_vs_same_seed_baseline": per_seed.get(int(seed)),
+                        "seconds": r["seconds"],
+                    },
+                    extra={"steps": r["steps"], **{k: r[k] for k in CURVES}},
+                ))
+    return out
+
+
+def speedup_table(report: dict[str, Any]) -> Any:
     """One row per dataset and arm: final FID, steps to the baseline's final FID, speed-up, verdict."""
-    lines = [
-        "| dataset | arm | final FID (mean ± sd, 3 seeds) | steps to baseline FID | speed-up | per seed "
-        "| at S_U/3 ≤ target | verdict |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    from hubtools.bench import Table
+    from hubtools.bench.stats import fmt_mean_sd
+
+    rows = []
     for name, res in report["datasets"].items():
         a = res["analysis"]
         for arm, e in a["arms"].items():
-            seeds = ", ".join(_fmt_r(s) for s in e["speedup_per_seed"])
-            lines.append(
-                f"| {name} | {arm} | {e['final_fid_mean']:.2f} ± {e['final_fid_std']:.2f} | "
-                f"{e['steps_to_target'] or '—'} / {a['S_U']} | {_fmt_r(e['speedup'])} | {seeds} | "
-                f"{'yes' if e['reaches_target_at_third'] else 'no'} | {e.get('verdict', 'baseline')} |"
-            )
-    return "\n".join(lines)
+            finals = [r["fid"][-1] for r in res["runs"][arm].values()]
+            rows.append([
+                name, arm, len(finals), fmt_mean_sd(finals, 2),
+                f"{e['steps_to_target'] or '—'} / {a['S_U']}", _fmt_r(e["speedup"]),
+                ", ".join(_fmt_r(s) for s in e["speedup_per_seed"]),
+                "yes" if e["reaches_target_at_third"] else "no",
+                e.get("verdict", "baseline"),
+            ])
+    return Table(
+        title="Steps to the baseline's final quality",
+        columns=["dataset", "arm", "seeds", "final FID", "steps to baseline FID", "speed-up", "per seed",
+                 "at S_U/3 ≤ target", "verdict"],
+        rows=rows,
+        note="final FID: classifier-FID at the last evaluation, mean ± sample sd over seeds. Speed-up: S_U / "
+        "steps at which the arm's smoothed seed-mean FID reaches the baseline's final smoothed seed-mean FID; "
+        "per seed: the same, against the same seed's baseline. Verdicts are 'budget insufficient' whenever the "
+        "baseline's seed-mean FID curve has not plateaued (last 3 evaluations within 5 %).",
+    )
 
 
-def plot_curves(report: dict[str, Any], path: Path) -> Path:
-    """FID and held-out loss against steps, one row per dataset, mean ± sd over seeds per arm."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(report["datasets"])
+def curves_figure(report: dict[str, Any]) -> dict[str, Any]:
+    """FID and held-out loss against steps, one row per dataset, mean ± sample sd over seeds per arm."""
     metrics = [
         ("fid", "classifier-FID (lower is better)"),
         ("heldout_mse_lt_tau", "held-out eps-MSE, t < tau"),
         ("heldout_mse_ge_tau", "held-out eps-MSE, t >= tau"),
     ]
-    fig, axes = plt.subplots(len(names), 3, figsize=(15, 4 * len(names)), squeeze=False)
-    for row, name in enumerate(names):
-        res = report["datasets"][name]
-        for col, (key, label) in enumerate(metrics):
-            ax = axes[row][col]
+    panels = []
+    for name, res in report["datasets"].items():
+        for key, label in metrics:
+            series = []
             for arm, by_seed in res["runs"].items():
                 steps = next(iter(by_seed.values()))["steps"]
-                curves = np.array([by_seed[s][key] for s in sorted(by_seed)])
-                mean, sd = curves.mean(0), curves.std(0)
-                ax.plot(steps, mean, marker="o", ms=3, label=arm)
-                ax.fill_between(steps, mean - sd, mean + sd, alpha=0.2)
+                curves = np.array([by_seed[s][key] for s in sorted(by_seed, key=int)], dtype=float)
+                sd = curves.std(0, ddof=1).tolist() if curves.shape[0] > 1 else None
+                series.append({"label": arm, "x": steps, "y": curves.mean(0).tolist(), "yerr": sd})
+            panel = {"title": f"{name}: {label}", "kind": "line", "xlabel": "optimiser step", "series": series}
             if key == "fid":
-                ax.axhline(res["analysis"]["target_fid"], color="k", ls="--", lw=0.8, label="baseline final")
-                ax.axhline(res["fid_floor_real_vs_real"], color="grey", ls=":", lw=0.8, label="real vs real")
-                ax.set_yscale("log")
-            ax.set_title(f"{name}: {label}")
-            ax.set_xlabel("optimiser step")
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+                panel |= {"yscale": "log",
+                          "hlines": [res["analysis"]["target_fid"], res["fid_floor_real_vs_real"]],
+                          "title": f"{name}: classifier-FID (log); dashed: target, real vs real"}
+            panels.append(panel)
+    return {"file": FIGURE_FILE, "title": "SpeeD vs uniform: quality over training (mean ± sd over seeds)",
+            "panels": panels, "columns": 3}
+
+
+def headline_and_verdict(report: dict[str, Any]) -> tuple[str, str]:
+    parts, text = [], []
+    for name, res in report["datasets"].items():
+        a = res["analysis"]
+        arms = [arm for arm in a["arms"] if "verdict" in a["arms"][arm]]
+        parts.append(f"{name}: " + ", ".join(f"{arm} {_fmt_r(a['arms'][arm]['speedup'])}" for arm in arms))
+        for arm in arms:
+            e = a["arms"][arm]
+            d = e["final_fid_minus_baseline"]
+            diff = ""
+            if d is not None:
+                ci = f" [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}]" if d["ci_low"] is not None else ""
+                diff = f"; final FID {d['mean']:+.1f}{ci} vs the baseline, paired over {d['n']} seed(s)"
+            text.append(f"{name}, {arm}: {e['verdict']} (speed-up {_fmt_r(e['speedup'])}{diff}).")
+        if a["budget"] is None:
+            text.append(f"{name}: {_plateau_sentence(a)}")
+    budget = [n for n, res in report["datasets"].items() if res["analysis"]["budget"]]
+    headline = "speed-up to the uniform baseline's final FID: " + "; ".join(parts)
+    if budget:
+        headline += f" (budget insufficient on {', '.join(budget)}: the baseline had not plateaued)"
+    return headline, " ".join(text)
+
+
+def _plateau_sentence(a: dict[str, Any]) -> str:
+    p = a["baseline_plateau"]
+    return (f"the baseline plateaued (last {p['window']} evaluations span {100 * p['rel_change']:.1f} %, "
+            f"criterion {100 * p['rel_tol']:.0f} %).")
+
+
+def _data_text(datasets: Sequence[str], cfg: BenchConfig) -> str:
+    words = {
+        "digits": "scikit-learn's real 8x8 handwritten digit scans (1347 train / 450 held out)",
+        "fashion_mnist": f"real Fashion-MNIST from Debian dataset-fashion-mnist ({cfg.fashion_train} train, "
+        f"{cfg.fashion_reference} real images per side of the FID)",
+    }
+    return "; ".join(words[d] for d in datasets) + f"; all resized to {cfg.image_size} px"
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """``benchmarks/speed.py`` and ``hubtools diffusion speedup-bench``: run, then write through the harness.
+
+    Shared flags (``--smoke --out --seeds --device --work --reuse``) come from :class:`hubtools.bench.Benchmark`;
+    the protocol settings from ``--config`` (YAML with :class:`BenchConfig` keys), overridden by the flags
+    given. Returns the result JSON's path.
+    """
+    from hubtools.bench import Benchmark, arms_table
+    from hubtools.config import settings_from
+
+    bench = Benchmark(
+        "speed",
+        title="SpeeD speed-up: steps to the uniform baseline's final quality",
+        capability="diffusion",
+        code=["hubtools/diffusion/bench.py", "hubtools/diffusion/data.py", "hubtools/diffusion/speed.py",
+              "hubtools/diffusion/trainer.py", "hubtools/train", "hubtools/data/offline.py"],
+        script="benchmarks/speed.py",
+    )
+    parser = bench.parser(USAGE)
+    parser.add_argument("--config", type=Path, default=None,
+                        help="YAML with any BenchConfig key (flags given explicitly win)")
+    parser.add_argument("--datasets", nargs="+", default=None, help=f"of {', '.join(BENCH_DATASETS)}")
+    parser.add_argument("--arms", nargs="+", default=None,
+                        help="sampler names; the first is the baseline (default uniform speed speed_official)")
+    parser.add_argument("--steps", type=int, default=None, help="baseline budget S_U in optimiser steps")
+    parser.add_argument("--workers", type=int, default=None, help="runs in parallel, one torch thread each")
+    argv = None if argv is None else list(argv)
+    given = parser.parse_args(argv)  # which shared flags were given (the harness fills their defaults)
+    args = bench.parse(parser, argv)
+
+    def split(values: list[str] | None) -> tuple[str, ...] | None:  # "a,b" still works as well as "a b"
+        return None if values is None else tuple(v for s in values for v in s.split(",") if v.strip())
+
+    flags = {"datasets": split(args.datasets), "arms": split(args.arms), "steps": args.steps,
+             "workers": args.workers, "seeds": tuple(given.seeds) if given.seeds else None}
+    cfg = settings_from(args.config, BenchConfig, flags).resolved(args.smoke, seeds_given=bool(given.seeds))
+    cfg.check()
+    if given.out is None and cfg.out is not None and not args.smoke:
+        args.out = cfg.out
+    args.seeds = list(cfg.seeds)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available")
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the trainer takes a GPU whenever it sees one
+    report = run_bench(cfg, bench, args.work, args.smoke)
+    headline, verdict = headline_and_verdict(report)
+    runs = envelope_runs(report)
+    tables = [speedup_table(report)]
+    for name in report["datasets"]:
+        tables.append(arms_table(
+            [r for r in runs if r.metrics["dataset"] == name],
+            ["final_fid", "final_heldout_mse_lt_tau", "final_heldout_mse_ge_tau"],
+            baseline=_arm_id(name, cfg.arms[0]), arms=[_arm_id(name, a) for a in cfg.arms], digits=3,
+            diff_metrics=["final_fid"], title=f"{name}: final values, paired by seed",
+            labels={"final_fid": "final FID", "final_heldout_mse_lt_tau": "held-out MSE t < tau",
+                    "final_heldout_mse_ge_tau": "held-out MSE t >= tau"},
+        ))
+    details = {
+        name: {k: v for k, v in res.items() if k != "runs"} for name, res in report["datasets"].items()
+    }
+    path = bench.write(
+        RESULT_NAME,
+        data=_data_text(list(report["datasets"]), cfg),
+        config=cfg.model_dump(mode="json", exclude={"out"}) | {"classifier_epochs": {
+            d: classifier_epochs(d, args.smoke) for d in cfg.datasets}, "torch_threads_per_run": 1},
+        runs=runs,
+        tables=tables,
+        figures=[curves_figure(report)],
+        headline=headline,
+        verdict=verdict,
+        details=details,
+    )
+    print((Path(args.out) / f"{RESULT_NAME}.md").read_text(), flush=True)
     return path
 
 
-def run_bench(config: BenchConfig) -> dict[str, Any]:
-    """Run every dataset x seed x arm, write speedup.json, speedup.md and speed_curves.png under ``config.out``."""
-    cfg = config.resolved()
-    unknown = [a for a in cfg.arms if a not in SAMPLER_NAMES]
-    if unknown:
-        raise ConfigError(f"unknown arm(s) {unknown}; valid: {', '.join(SAMPLER_NAMES)}")
-    if len(cfg.arms) < 2:
-        raise ConfigError("give at least two arms: a baseline and one to compare with it")
-    bad = [d for d in cfg.datasets if d not in BENCH_DATASETS]
-    if bad:
-        raise ConfigError(f"unknown benchmark dataset(s) {bad}; valid: {', '.join(BENCH_DATASETS)}")
-    start = time.perf_counter()
-    report: dict[str, Any] = {"config": cfg.model_dump(mode="json"), "datasets": {}}
-    with tempfile.TemporaryDirectory(prefix="speed-bench-") as tmp:
-        for name in cfg.datasets:
-            with one_torch_thread():
-                data = _bench_data(name, cfg)
-            jobs = [(arm, seed) for seed in cfg.seeds for arm in cfg.arms]
-            shared = {k: data[k] for k in ("train", "heldout", "classifier", "reference_features")}
-            args = [(cfg, shared, arm, seed, Path(tmp) / name) for arm, seed in jobs]
-            results = _map_runs(args, cfg.workers)
-            runs: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in cfg.arms}
-            for (arm, seed), result in zip(jobs, results, strict=True):
-                runs[arm][seed] = result
-            report["datasets"][name] = {
-                **{k: v for k, v in data.items() if k not in shared},
-                "runs": runs,
-                "analysis": analyse(runs, cfg.arms[0], cfg.smoothing),
-            }
-            Path(cfg.out).mkdir(parents=True, exist_ok=True)
-            save_file(
-                {k: v.contiguous() for k, v in data["classifier"].state_dict().items()},
-                Path(cfg.out) / f"speed_feature_cnn_{name}.safetensors",
-            )
-            _write_report(report, cfg, start)
-    return _write_report(report, cfg, start)
+def run_bench(cfg: BenchConfig, bench: Any, work: Path, smoke: bool) -> dict[str, Any]:
+    """Every dataset x seed x arm; finished runs are cached under ``work`` through ``bench.cached``.
 
+    Returns ``{"datasets": {name: {data facts, "runs": {arm: {seed: curves}}, "analysis": ...}}}``.
+    """
+    from hubtools.bench import Benchmark
 
-def _write_report(report: dict[str, Any], cfg: BenchConfig, start: float) -> dict[str, Any]:
-    """Write what is measured so far (after each dataset), so a long run that is stopped still leaves results."""
-    report["seconds"] = round(time.perf_counter() - start, 1)
-    report["machine"] = {
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "workers": cfg.workers,
-        "torch_threads_per_run": 1,
-        "torch": torch.__version__,
-    }
-    report["table_markdown"] = table_markdown(report)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    files = [out / "speedup.json", out / "speedup.md", out / "speed_curves.png"]
-    report["files"] = [str(f) for f in files]
-    files[0].write_text(json.dumps(report, indent=1) + "\n")
-    files[1].write_text(
-        f"# SpeeD speed-up benchmark\n\n{report['table_markdown']}\n\nTotal: {report['seconds']} s\n"
-    )
-    plot_curves(report, files[2])
+    cfg.check()
+    protocol = cfg.model_dump(mode="json", exclude={"out", "datasets", "arms", "seeds", "workers"})
+    report: dict[str, Any] = {"datasets": {}}
+    for name in cfg.datasets:
+        clf_key = {"dataset": name, "epochs": classifier_epochs(name, smoke), "image_size": cfg.image_size,
+                   "fashion_train": cfg.fashion_train, "fashion_reference": cfg.fashion_reference}
+        clf_folder, clf_saved = bench.cached(f"feature-cnn-{name}", clf_key)
+        clf_file = clf_folder / "feature_cnn.safetensors"
+        state = load_file(clf_file) if clf_saved is not None and clf_file.is_file() else None
+        with one_torch_thread():
+            data = _bench_data(name, cfg, smoke, classifier_state=state)
+        if state is None:
+            clf_folder.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in data["classifier"].state_dict().items()}, clf_file)
+            Benchmark.save_record(clf_folder, clf_key, {"file": str(clf_file)}, bench)
+        base_key = {**protocol, "dataset": name, "classifier": clf_key}
+        runs: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in cfg.arms}
+        todo = []
+        for seed in cfg.seeds:
+            for arm in cfg.arms:
+                key = {**base_key, "arm": arm, "seed": seed}
+                folder, saved = bench.cached(f"{name}-{arm}-s{seed}", key)
+                if saved is not None:
+                    runs[arm][seed] = saved
+                else:
+                    todo.append((arm, seed, folder, key))
+        shared = {k: data[k] for k in ("train", "heldout", "classifier", "reference_features")}
+        results = _map_runs([(cfg, shared, arm, seed, folder / "run") for arm, seed, folder, _ in todo], cfg.workers)
+        for (arm, seed, folder, key), result in zip(todo, results, strict=True):
+            Benchmark.save_record(folder, key, result, bench)
+            runs[arm][seed] = result
+        report["datasets"][name] = {
+            **{k: v for k, v in data.items() if k not in shared},
+            "feature_cnn": {"file": str(clf_file), "sha256": hashlib.sha256(clf_file.read_bytes()).hexdigest()},
+            "trained_runs": len(todo),
+            "reused_runs": len(cfg.seeds) * len(cfg.arms) - len(todo),
+            "runs": runs,
+            "analysis": analyse(runs, cfg.arms[0], cfg.smoothing),
+        }
     return report

@@ -141,38 +141,22 @@ def train_command(config_file: Path | None, **flags: Any) -> None:
         click.echo(f"pushed to {config.push_to_hub}")
 
 
-@diffusion_group.command("speedup-bench")
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="YAML with any BenchConfig key (flags given explicitly win).",
+@diffusion_group.command(
+    "speedup-bench",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+    add_help_option=False,
 )
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where speedup.json, speedup.md and the curve PNG go (default benchmarks/results).",
-)
-@click.option("--smoke", is_flag=True, default=None, help="A < 60 s run of the whole protocol (tests).")
-@click.option("--datasets", default=None, help="Comma-separated: digits,fashion_mnist.")
-@click.option("--arms", default=None, help="Comma-separated sampler names; the first is the baseline.")
-@click.option("--seeds", default=None, help="Comma-separated seeds.")
-@click.option("--steps", type=int, default=None, help="Baseline budget S_U in optimiser steps.")
-def speedup_bench_command(config_file: Path | None, **flags: Any) -> None:
-    """Steps each sampler needs to reach the uniform baseline's final quality, on real images."""
-    from hubtools.diffusion.bench import BenchConfig, run_bench
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+def speedup_bench_command(argv: tuple[str, ...]) -> None:
+    """Steps each sampler needs to reach the uniform baseline's final quality, on real images.
 
-    for key in ("datasets", "arms"):
-        if flags[key] is not None:
-            flags[key] = tuple(s.strip() for s in flags[key].split(",") if s.strip())
-    if flags["seeds"] is not None:
-        flags["seeds"] = tuple(int(s) for s in flags["seeds"].split(",") if s.strip())
-    config = _settings(config_file, BenchConfig, flags)
+    The same command as ``python benchmarks/speed.py`` (every flag is passed on; ``--help`` lists
+    them): --smoke --out --seeds --device --work --reuse, and --config --datasets --arms --steps --workers.
+    """
+    from hubtools.diffusion.bench import main
+
     try:
-        report = run_bench(config)
+        path = main(list(argv))
     except HubtoolsError as err:
         raise DiffusionCommandError(str(err)) from None
-    click.echo(report["table_markdown"])
-    click.echo(f"-> {report['files']}")
+    click.echo(f"-> {path}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from click.testing import CliRunner
 from scipy import linalg
 
 from hubtools.cli import main
-from hubtools.diffusion.bench import BenchConfig, analyse, frechet_distance, run_bench, smooth
+from hubtools.diffusion.bench import analyse, frechet_distance, smooth
 
 
 def test_frechet_distance_matches_scipy_sqrtm():
@@ -32,7 +33,7 @@ def _runs(curves_by_arm):
 
 
 def test_analyse_counts_steps_to_the_baseline_final_quality():
-    base = np.linspace(12.0, 3.0, 12)  # reaches 3.0 at step 1200
+    base = np.concatenate([np.linspace(12.0, 3.2, 9), [3.1, 3.05, 3.0]])  # plateaued: last 3 within 3.3 %
     fast = np.concatenate([np.linspace(12.0, 3.0, 4), np.full(8, 2.0)])  # 3.0 at step 400: 3x
     never = np.full(12, 5.0)
     report = analyse(
@@ -41,35 +42,92 @@ def test_analyse_counts_steps_to_the_baseline_final_quality():
         window=1,
     )
     assert report["target_fid"] == pytest.approx(3.05)
+    assert report["baseline_plateau"]["reached"] and report["budget"] is None
     assert report["arms"]["uniform"]["speedup"] == 1.0
     assert report["arms"]["speed"]["steps_to_target"] == 400
     assert report["arms"]["speed"]["speedup"] == 3.0
+    assert report["arms"]["speed"]["seeds"] == [0, 1]
     assert report["arms"]["speed"]["speedup_per_seed"] == [3.0, 3.0]
     assert report["arms"]["speed"]["reaches_target_at_third"] is True
+    diff = report["arms"]["speed"]["final_fid_minus_baseline"]
+    assert diff["n"] == 2 and diff["mean"] == pytest.approx(-1.0)
     assert report["arms"]["speed"]["verdict"] == "reproduced"
     assert report["arms"]["bad"]["speedup"] is None and report["arms"]["bad"]["verdict"] == "not reproduced"
     np.testing.assert_allclose(smooth(np.array([3.0, 1.0, 2.0, 6.0]), 3), [3.0, 2.0, 2.0, 3.0])
 
 
-def test_bad_bench_settings(tmp_path):
-    from hubtools.errors import ConfigError
+def test_unconverged_baseline_is_budget_insufficient_never_not_reproduced():
+    base = np.linspace(12.0, 3.0, 12)  # still falling ~12 % per evaluation at the end
+    never = np.full(12, 5.0)
+    fast = np.concatenate([np.linspace(12.0, 3.0, 4), np.full(8, 2.0)])
+    report = analyse(_runs({"uniform": [base, base], "bad": [never, never], "speed": [fast, fast]}), "uniform", 1)
+    assert not report["baseline_plateau"]["reached"]
+    for arm in ("bad", "speed"):
+        assert report["arms"][arm]["verdict"].startswith("budget insufficient: the uniform baseline")
+        assert "not reproduced" not in report["arms"][arm]["verdict"]
+    assert report["arms"]["speed"]["speedup"] == 3.0  # measured and reported all the same
 
-    with pytest.raises(ConfigError, match="unknown arm"):
-        run_bench(BenchConfig(out=tmp_path, arms=("uniform", "fast")))
-    with pytest.raises(ConfigError, match="unknown benchmark dataset"):
-        run_bench(BenchConfig(out=tmp_path, datasets=("cifar10",)))
+
+def test_speed_pairs_seeds_not_positions():
+    base = np.concatenate([np.linspace(12.0, 3.2, 9), [3.1, 3.05, 3.0]])
+    runs = _runs({"uniform": [base, base + 5.0]})
+    runs["speed"] = {1: {"steps": runs["uniform"][0]["steps"], "fid": list(base + 5.0)}}  # seed 1 only
+    report = analyse(runs, "uniform", window=1)
+    assert report["arms"]["speed"]["seeds"] == [1]
+    assert report["arms"]["speed"]["speedup_per_seed"] == [1.0]  # against seed 1's baseline, not seed 0's
+    assert report["arms"]["speed"]["final_fid_minus_baseline"]["identical"] is True
+
+
+def test_bad_bench_settings(tmp_path):
+    for flags, message in ((["--arms", "uniform", "fast"], "unknown arm"),
+                           (["--datasets", "cifar10"], "unknown benchmark dataset")):
+        result = CliRunner().invoke(main, ["diffusion", "speedup-bench", *flags, "--out", str(tmp_path)])
+        assert result.exit_code == 2 and message in result.output
+    assert not any(tmp_path.iterdir())
 
 
 def test_smoke_run_writes_results(tmp_path):
-    out = tmp_path / "results"
-    result = CliRunner().invoke(main, ["diffusion", "speedup-bench", "--smoke", "--out", str(out)])
+    out, work = tmp_path / "results", tmp_path / "work"
+    args = ["diffusion", "speedup-bench", "--smoke", "--out", str(out), "--work", str(work)]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "speedup.json").read_text())
-    digits = report["datasets"]["digits"]
-    assert set(digits["runs"]) == {"uniform", "speed"}
-    run = digits["runs"]["speed"]["0"]
-    assert len(run["fid"]) == len(run["steps"]) == 3 and all(np.isfinite(run["fid"]))
+    assert report["smoke"] is True and report["seeds"] == [0]
+    assert report["command"].startswith("python benchmarks/speed.py --smoke")
+    runs = report["runs"]
+    assert sorted((r["arm"], r["seed"]) for r in runs) == [("digits/speed", 0), ("digits/uniform", 0)]
+    for r in runs:
+        assert len(r["extra"]["fid"]) == len(r["extra"]["steps"]) == 3 and all(np.isfinite(r["extra"]["fid"]))
+        assert r["metrics"]["final_fid"] == r["extra"]["fid"][-1] > 0
+    digits = report["details"]["digits"]
     assert digits["classifier_heldout_accuracy"] > 0.7
-    assert "speed" in digits["analysis"]["arms"] and "| digits | speed |" in result.output
+    assert Path(digits["feature_cnn"]["file"]).is_file() and Path(digits["feature_cnn"]["file"]).is_relative_to(work)
+    speed = digits["analysis"]["arms"]["speed"]
+    assert speed["final_fid_minus_baseline"]["n"] == 1 and len(speed["speedup_per_seed"]) == 1
+    plateaued = digits["analysis"]["baseline_plateau"]["reached"]
+    assert speed["verdict"].startswith("budget insufficient") != plateaued
+    assert "| digits | speed |" in result.output
     assert (out / "speed_curves.png").read_bytes()[:4] == b"\x89PNG"
-    assert (out / "speed_feature_cnn_digits.safetensors").is_file()
+    assert "Δ final FID vs digits/uniform" in (out / "speedup.md").read_text()
+
+    # --reuse: every run comes from the cache under --work, with the same values
+    again = tmp_path / "again"
+    result = CliRunner().invoke(main, [*args[:3], "--out", str(again), "--work", str(work), "--reuse"])
+    assert result.exit_code == 0, result.output
+    second = json.loads((again / "speedup.json").read_text())
+    assert second["details"]["digits"]["reused_runs"] == 2 and second["details"]["digits"]["trained_runs"] == 0
+    assert [r["metrics"]["final_fid"] for r in second["runs"]] == [r["metrics"]["final_fid"] for r in runs]
+
+
+def test_script_and_command_share_one_parser(capsys):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "speed.py"
+    spec = importlib.util.spec_from_file_location("speed_benchmark", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    shown = capsys.readouterr().out
+    for flag in ("--smoke", "--out", "--seeds", "--device", "--work", "--reuse", "--config", "--arms", "--steps"):
+        assert flag in shown

@@ -164,6 +164,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.timeout(200)  # the child process gets 140 s
 def test_two_processes_train_the_same_model_as_one(fmnist_lt, tmp_path):
     from hubtools.config import load_config
     from hubtools.longtail.classifiers import get_classifier
@@ -210,6 +211,7 @@ def test_two_processes_train_the_same_model_as_one(fmnist_lt, tmp_path):
     assert ma["macro_auroc"] == pytest.approx(mb["macro_auroc"], abs=0.1)
 
 
+@pytest.mark.timeout(300)  # the child process gets 240 s
 def test_throughput_benchmark_smoke(fmnist_lt, tmp_path):
     """`benchmarks/longtail_throughput.py --smoke`: both loops see the same images; envelope and table written."""
     out = subprocess.run(

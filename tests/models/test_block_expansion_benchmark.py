@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from hubtools.data.offline import DataUnavailable, fashion_mnist
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "block_expansion.py"
 
 
-def test_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_smoke(tmp_path: Path) -> None:
     try:
         fashion_mnist("test")
     except DataUnavailable as err:
@@ -22,17 +21,30 @@ def test_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = importlib.util.spec_from_file_location("block_expansion_benchmark", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    monkeypatch.setattr(sys, "argv", ["block_expansion.py", "--smoke", "--out", str(tmp_path)])
-    module.main()
-    record = json.loads((tmp_path / "block_expansion_smoke.json").read_text())
-    assert {r["arm"] for r in record["runs"]} == {"full", "block_expansion", "lora"}
-    summary = record["summary"]
-    assert (
-        summary["lora"]["trainable_params"]
-        < summary["block_expansion"]["trainable_params"]
-        < summary["full"]["trainable_params"]
+    out = tmp_path / "results"
+    path = module.main(["--smoke", "--out", str(out), "--seeds", "0", "1", "--work", str(tmp_path / "work")])
+    assert path == out / "block_expansion.json"
+    result = json.loads(path.read_text())
+    assert result["smoke"] is True and result["seeds"] == [0, 1]
+    assert "benchmarks/block_expansion.py --smoke" in result["command"]
+    runs = result["runs"]
+    assert sorted((r["arm"], r["seed"]) for r in runs) == sorted(
+        (arm, seed) for arm in ("full", "block_expansion", "lora") for seed in (0, 1)
     )
-    for arm in summary.values():
-        assert 0.0 <= arm["b_accuracy"][0] <= 1.0 and arm["a_linear_probe_retention"] > 0
-    assert (tmp_path / "block_expansion_smoke.png").stat().st_size > 1000
-    assert "| block_expansion |" in (tmp_path / "block_expansion_smoke.md").read_text()
+    params = {r["arm"]: r["metrics"]["trainable_params"] for r in runs}
+    assert params["lora"] < params["block_expansion"] < params["full"]
+    for r in runs:
+        m = r["metrics"]
+        assert 0.0 <= m["b_accuracy"] <= 1.0 and 0.0 <= m["a_linear_probe_after"] <= 1.0
+        assert m["a_linear_probe_retention"] > 0
+        curve = r["extra"]["b_accuracy_curve"]
+        assert len(curve) >= 3 and curve[-1][1] == pytest.approx(m["b_accuracy"])
+    # two seeds: the paired difference from full fine-tuning has a CI, and the verdict says what it judged
+    diff = result["details"]["block_expansion_minus_full"]["b_accuracy"]
+    assert diff["n"] == 2 and diff["ci_low"] is not None
+    assert result["verdict"].startswith("Claim ")
+    assert "full_b_accuracy_plateau" in result["details"]
+    md = (out / "block_expansion.md").read_text()
+    assert "| block_expansion |" in md and "Δ B accuracy vs full" in md
+    assert (out / "block_expansion.png").stat().st_size > 1000
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())  # training folders removed

@@ -69,6 +69,7 @@ def _tiny_be_dinov2_retizero():
     return model.eval()
 
 
+@pytest.mark.timeout(360)  # the child process gets 300 s
 @pytest.mark.parametrize("tower", ["vit", "be-dinov2"])
 def test_folder_and_hub_round_trip_without_hubtools(tower: str, tmp_path: Path, hub, repo_id: str) -> None:
     model = tiny_retizero() if tower == "vit" else _tiny_be_dinov2_retizero()

@@ -151,14 +151,34 @@ def test_benchmark_smoke(tmp_path):
     spec = importlib.util.spec_from_file_location("semiseg_bench", REPO_ROOT / "benchmarks" / "semiseg.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    out, work = tmp_path / "results", tmp_path / "work"
+    argv = ["--smoke", "--workers", "1", "--steps", "4", "--seeds", "0", "1", "--out", str(out), "--work", str(work)]
     try:
-        report = bench.main(["--smoke", "--workers", "1", "--steps", "4", "--out", str(tmp_path)])
+        path = bench.main(argv)
     except DataUnavailable as err:
         pytest.skip(str(err))
-    assert {r["dataset"] for r in report["table"]} == {"nuclei-2d", "mni-gm-3d"}
-    assert len(report["runs"]) == 8 and all(0 <= r["dice"] <= 1 for r in report["runs"])
-    assert "Published pattern" in report["verdict"]
-    assert (tmp_path / "semiseg_smoke.png").stat().st_size > 1000
+    result = json.loads(path.read_text())
+    assert path == out / "semiseg.json" and result["smoke"] is True and result["seeds"] == [0, 1]
+    runs = result["runs"]
+    assert {r["metrics"]["dataset"] for r in runs} == {"nuclei-2d", "mni-gm-3d"}
+    assert sorted((r["metrics"]["dataset"], r["metrics"]["method"], r["seed"]) for r in runs) == sorted(
+        (d, m, s) for d in ("nuclei-2d", "mni-gm-3d") for m in bench.METHODS for s in (0, 1)
+    )
+    for r in runs:
+        assert 0 <= r["metrics"]["dice"] <= 1 and r["arm"].endswith("/" + r["metrics"]["method"])
+        assert len(r["extra"]["dice_curve"]) >= 3
+        assert r["extra"]["dice_curve"][-1][1] == pytest.approx(r["metrics"]["dice"])
+    comparisons = result["details"]["comparisons"]
+    assert len(comparisons) == 2 and all(c["pl_minus_supervised"]["n"] == 2 for c in comparisons)
+    assert all("reached" in c["supervised_plateau"] for c in comparisons)
+    assert "Published pattern" in result["verdict"]
+    md = (out / "semiseg.md").read_text()
+    assert "| nuclei-2d |" in md and "Δ Dice vs supervised" in md
+    assert (out / "semiseg.png").stat().st_size > 1000
+    # a rerun with --reuse trains nothing and reports the same values
+    again = json.loads(bench.main([*argv, "--reuse"]).read_text())
+    assert again["details"]["trained_runs"] == 0 and again["details"]["reused_runs"] == len(runs)
+    assert [r["metrics"]["dice"] for r in again["runs"]] == [r["metrics"]["dice"] for r in runs]
 
 
 def test_quickstart_demo(hub, tmp_path, monkeypatch):
