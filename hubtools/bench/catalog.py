@@ -7,6 +7,7 @@ regenerates it and fails when the committed page differs, so the page cannot dri
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,10 @@ from pydantic import ValidationError
 from hubtools.bench.envelope import REPO_ROOT, RESULTS_DIR, Result, stale_files
 
 DOCS_PAGE = REPO_ROOT / "docs" / "benchmarks.md"
+DOCS_DIR = REPO_ROOT / "docs"
+# A docs page embeds a result's headline, verdict and main table between these two markers;
+# `hubtools bench docs` rewrites what lies between them, so figures in the docs are never typed by hand.
+_BLOCK = re.compile(r"(<!-- bench:(?P<name>[a-z0-9_]+) -->\n).*?(<!-- /bench:(?P=name) -->)", re.S)
 
 
 @dataclass
@@ -70,7 +75,53 @@ def benchmarks_page(folder: Path = RESULTS_DIR) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_benchmarks_page(folder: Path = RESULTS_DIR, page: Path = DOCS_PAGE) -> Path:
-    page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text(benchmarks_page(folder))
-    return page
+
+
+def result_block(result: Result, folder: str = "../benchmarks/results") -> str:
+    """Headline, verdict, provenance line and the first table of a result, for embedding in a docs page."""
+    from hubtools.bench.render import markdown_table
+
+    commit = result.git.commit[:10] + (" (dirty)" if result.git.dirty else "")
+    lines = [
+        f"**{result.title}** — {result.headline}",
+        "",
+        result.verdict,
+        "",
+        f"`{result.command}` · commit `{commit}` · {result.device.kind} ({result.device.name}) · "
+        f"seeds {', '.join(map(str, result.seeds)) or '–'} · [full results]({folder}/{result.name}.md)",
+        "",
+    ]
+    if result.tables:
+        lines += [markdown_table(result.tables[0]), ""]
+    return "\n".join(lines)
+
+
+def fill_blocks(text: str, results: dict[str, Result]) -> str:
+    """``text`` with every ``<!-- bench:NAME -->`` block regenerated from result NAME."""
+
+    def sub(m: re.Match) -> str:
+        name = m.group("name")
+        body = result_block(results[name]) if name in results else f"(no committed result `{name}`)\n"
+        return m.group(1) + body + m.group(3)
+
+    return _BLOCK.sub(sub, text)
+
+
+def docs_pages(docs: Path = DOCS_DIR, folder: Path = RESULTS_DIR) -> dict[Path, str]:
+    """Every generated docs text: the benchmarks page, and each page with bench blocks, as it should read."""
+    results = {e.result.name: e.result for e in check(folder) if e.result is not None}
+    pages = {docs / "benchmarks.md": benchmarks_page(folder)}
+    for page in sorted(docs.glob("*.md")):
+        if page.name != "benchmarks.md" and "<!-- bench:" in (text := page.read_text()):
+            pages[page] = fill_blocks(text, results)
+    return pages
+
+
+def write_docs(docs: Path = DOCS_DIR, folder: Path = RESULTS_DIR) -> list[Path]:
+    docs.mkdir(parents=True, exist_ok=True)
+    written = []
+    for page, text in docs_pages(docs, folder).items():
+        if not page.is_file() or page.read_text() != text:
+            page.write_text(text)
+            written.append(page)
+    return written

@@ -51,7 +51,11 @@ def check_command(folder: Path) -> None:
 
 @bench_group.command("docs")
 def docs_command() -> None:
-    """Regenerate docs/benchmarks.md from the committed results."""
-    from hubtools.bench.catalog import write_benchmarks_page
+    """Regenerate docs/benchmarks.md and every `<!-- bench:NAME -->` block in docs/ from the results."""
+    from hubtools.bench.catalog import write_docs
 
-    click.echo(f"wrote {write_benchmarks_page()}")
+    written = write_docs()
+    for page in written:
+        click.echo(f"wrote {page}")
+    if not written:
+        click.echo("docs already up to date")

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hubtools.bench.envelope import Figure, Panel, Result
+from hubtools.bench.envelope import Figure, Panel, Result, Table
 
 
 def load_result(path: str | Path) -> Result:
@@ -23,6 +23,14 @@ def _cell(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}" if abs(v) < 1e-3 or abs(v) >= 1e5 else f"{v:.4f}".rstrip("0").rstrip(".")
     return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(table: Table) -> str:
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.rows]
+    if table.note:
+        lines += ["", table.note]
+    return "\n".join(lines)
 
 
 def markdown(result: Result) -> str:
@@ -46,13 +54,7 @@ def markdown(result: Result) -> str:
         "",
     ]
     for t in r.tables:
-        lines += [f"## {t.title}", ""]
-        lines.append("| " + " | ".join(t.columns) + " |")
-        lines.append("|" + "---|" * len(t.columns))
-        lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in t.rows]
-        if t.note:
-            lines += ["", t.note]
-        lines.append("")
+        lines += [f"## {t.title}", "", markdown_table(t), ""]
     for f in r.figures:
         lines += [f"![{f.title or f.file}]({f.file})", ""]
     lines.append(f"Raw per-seed values: {len(r.runs)} runs in `{r.name}.json`.")

@@ -6,7 +6,7 @@ records the sha256 of each): rerun its command (printed below) and commit the ne
 
 import pytest
 
-from hubtools.bench.catalog import DOCS_PAGE, benchmarks_page, check, result_files
+from hubtools.bench.catalog import check, docs_pages, result_files
 
 ENTRIES = check()
 
@@ -30,5 +30,8 @@ def test_result_validates_and_is_fresh(entry):
     assert (entry.path.with_suffix(".md")).is_file()
 
 
-def test_docs_page_is_generated_from_the_results():
-    assert DOCS_PAGE.read_text() == benchmarks_page(), "docs/benchmarks.md is out of date: run `hubtools bench docs`"
+@pytest.mark.parametrize("page", sorted(docs_pages()), ids=lambda p: p.name)
+def test_docs_figures_are_generated_from_the_results(page):
+    assert page.is_file() and page.read_text() == docs_pages()[page], (
+        f"{page.name} is out of date with benchmarks/results: run `hubtools bench docs`"
+    )

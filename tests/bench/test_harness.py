@@ -105,3 +105,18 @@ def test_code_digest_and_stale_files(tmp_path):
     assert code_info(["cap"], tmp_path).digest != info.digest
     with pytest.raises(FileNotFoundError):
         code_info(["nope"], tmp_path)
+
+
+def test_docs_blocks_are_filled_from_results(tmp_path):
+    from hubtools.bench.catalog import fill_blocks
+
+    bench, _ = _bench(tmp_path, ["--out", str(tmp_path), "--seeds", "1", "2", "3"])
+    path = bench.write("demo_result", data="d", config={}, runs=_runs(),
+                       tables=[arms_table(_runs(), ["acc"], baseline="base")], headline="H1", verdict="V1")
+    result = Result.model_validate(json.loads(path.read_text()))
+    page = "intro\n<!-- bench:demo_result -->\nold numbers typed by hand\n<!-- /bench:demo_result -->\nafter\n"
+    filled = fill_blocks(page, {"demo_result": result})
+    assert "old numbers" not in filled and filled.startswith("intro\n<!-- bench:demo_result -->\n")
+    assert "H1" in filled and "V1" in filled and "| new | 3 |" in filled and filled.endswith("after\n")
+    assert fill_blocks(filled, {"demo_result": result}) == filled  # idempotent
+    assert "no committed result" in fill_blocks(page, {})
