@@ -30,7 +30,10 @@ VENV_BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def zoo_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("glue-zoo-cache")
+    """``<work>/zoos``: where the benchmark, given ``--work <work>``, looks for its zoos."""
+    path = tmp_path_factory.mktemp("glue-bench-work") / "zoos"
+    path.mkdir()
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -263,21 +266,80 @@ def test_push_and_reload(glued, hub, repo_id, evaluators):
     assert evaluators[1](model) == pytest.approx(result.final_report)
 
 
-def test_benchmark_smoke(zoo_cache, zoo, tmp_path):
+def _benchmark_module():
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     try:
         import model_glue
     finally:
         sys.path.pop(0)
-    rc = model_glue.main(
-        ["--smoke", "--no-perf", "--cache-dir", str(zoo_cache), "--scale", str(SCALE), "--out", str(tmp_path)]
+    return model_glue
+
+
+def test_benchmark_smoke(zoo_cache, zoo, tmp_path):
+    """``model_glue.py --smoke`` on the module's cached zoo: one envelope with the pipeline and calibration rows."""
+    from hubtools.bench import Result
+
+    model_glue = _benchmark_module()
+    out = tmp_path / "results"
+    argv = ["--smoke", "--work", str(zoo_cache.parent), "--scale", str(SCALE), "--out", str(out)]
+    assert model_glue.main(argv) == 0
+    result = Result.model_validate(json.loads((out / "model_glue_synthetic.json").read_text()))
+    assert result.smoke and result.seeds == [42] and result.capability == "merging"
+    assert "hubtools/merging/glue.py" in result.code.files
+    runs = {r.arm: r for r in result.runs}
+    # the steps every zoo has (a mixture level the tiny zoo cannot build is reported as n/a instead)
+    assert {"best_single", "merge_all", "family_merge", "glue_final"} <= set(runs)
+    for arm in model_glue.STEPS.keys() & runs.keys():
+        r = runs[arm]
+        assert r.seed == 42 and 0.0 <= r.metrics["mean"] <= 1.0
+        assert {k for k in r.metrics if k.startswith("task_")} == {f"task_{t}" for t in ZOO_TASKS}
+    assert runs["best_single"].metrics["vs_best_single_pct"] in (0.0, None)  # None: the best single scores 0
+    # the tiny smoke zoo need not meet the margins: the values must only be there and in range
+    assert 0.0 <= runs["heuristic_coefficient"].metrics["noise_weight"] <= 1.0
+    assert runs["cmaes"].metrics["seconds"] > 0
+    assert runs["glue_summary"].metrics["purity"] == 1.0
+    tables = {t.title: t for t in result.tables}
+    margins = {row[0]: row[2] for row in tables["Calibration margins"].rows}
+    assert len(margins) == 16 and margins["clusters equal ground truth"] == "pass"
+    assert "clustering purity" in [row[0] for row in tables["Measured rows"].rows]
+    pipeline = tables["Pipeline (report split, mean over the zoo's tasks)"]
+    assert [row[1] for row in pipeline.rows][0] == "best_single" and "(baseline)" in pipeline.rows[0]
+    assert (out / "model_glue_synthetic.png").stat().st_size > 1000
+    assert "Calibration margins" in (out / "model_glue_synthetic.md").read_text()
+    # the finished run is kept for --reuse, its merged models are not
+    assert list((zoo_cache.parent / "runs").glob("synthetic-s42-*/record.json"))
+    assert not list((zoo_cache.parent / "runs").glob("*/scratch"))
+    assert not (out / "model_glue_perf.json").exists()  # --smoke leaves out the cost measurement
+
+
+def test_benchmark_perf_smoke(zoo_cache, zoo, tmp_path):
+    """``--smoke --perf-only``: merge via hubtools and via mergekit in fresh processes, paired per repeat."""
+    from hubtools.bench import Result
+
+    model_glue = _benchmark_module()
+    out = tmp_path / "results"
+    argv = [
+        "--smoke",
+        "--perf-only",
+        "--work",
+        str(zoo_cache.parent),
+        "--scale",
+        str(SCALE),
+        "--out",
+        str(out),
+    ]
+    assert model_glue.main(argv) == 0
+    assert not (out / "model_glue_synthetic.json").exists()
+    result = Result.model_validate(json.loads((out / "model_glue_perf.json").read_text()))
+    runs = {(r.arm, r.seed): r for r in result.runs}
+    assert set(runs) == {("mergekit", 0), ("hubtools", 0), ("similarity", None)}
+    assert (
+        runs[("mergekit", 0)].metrics["seconds"] > 0
+        and runs[("hubtools", 0)].metrics["outside_run_merge_s"] >= 0
     )
-    assert rc == 0
-    data = json.loads((tmp_path / "model_glue_synthetic_smoke.json").read_text())
-    names = [r["quantity"] for r in data["rows"]]
-    assert "clustering purity" in names and any(n.startswith("heuristic Coefficient") for n in names)
-    assert any(c["check"] == "clusters equal ground truth" and c["pass"] for c in data["checks"])
-    assert (tmp_path / "model_glue_synthetic_smoke.png").stat().st_size > 1000
+    assert runs[("similarity", None)].metrics["bytes_read"] > 0
+    assert result.details["merge"]["ratio_hubtools_over_mergekit"] > 0
+    assert not (zoo_cache.parent / "perf_scratch").exists()
 
 
 def test_example_zoo_config_validates():

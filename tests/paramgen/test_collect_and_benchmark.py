@@ -44,16 +44,57 @@ def test_collect_trains_only_the_subset_and_freezes_buffers(tmp_path):
 
 def test_benchmark_smoke(tmp_path):
     """In-process (a subprocess would pay the torch/diffusers/transformers imports a second time)."""
+    from hubtools.bench import Result
+
     spec = importlib.util.spec_from_file_location("paramgen_benchmark", ROOT / "benchmarks" / "paramgen.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    bench.main(["--smoke", "--out", str(tmp_path)])
-    results = json.loads((tmp_path / "paramgen_smoke.json").read_text())
-    digits = results["digits"]["0"]
-    assert digits["dim"] == 128 and digits["generated"]["n"] == 10
-    assert {"best", "mean", "median"} <= set(digits["original"]) and digits["novelty"]["novelty_ratio"] > 0
-    assert any("ddim" in k for k in digits["timing_s"])
-    assert results["effnet"]["0"]["dim"] == 2560
-    cond = results["cond"]["0"]["tasks"]
-    assert cond["computers-vs-food"]["held_out"] and "base_no_adapter" in cond["computers-vs-food"]
-    assert (tmp_path / "paramgen_digits_seed0.png").stat().st_size > 1000
+    out, work = tmp_path / "results", tmp_path / "work"
+    records = bench.main(["--smoke", "--out", str(out), "--work", str(work)])
+    assert set(records) == {("digits", 0), ("effnet", 0), ("cond", 0)}
+    result = Result.model_validate(json.loads((out / "paramgen.json").read_text()))
+    assert result.smoke and result.seeds == [0] and result.capability == "paramgen"
+    assert "hubtools/paramgen/training.py" in result.code.files
+    runs = {r.arm: r for r in result.runs}
+    for case, dim, n in (("digits", 128, 10), ("effnet", 2560, 5)):
+        for group in bench.PDIFF_ARMS:
+            r = runs[f"{case}/{group}"]
+            assert (
+                r.seed == 0 and 0.0 <= r.metrics["min"] <= r.metrics["median"] <= r.metrics["best"] <= 100.0
+            )
+            assert len(r.extra["scores"]) == r.metrics["n"]  # the raw per-model accuracies
+        assert runs[f"{case}/generated_ddpm"].metrics["n"] == n
+        pipe = runs[f"{case}/pipeline"].metrics
+        assert pipe["dim"] == dim and pipe["novelty_ratio"] > 0 and pipe["generate_ddim_s"] > 0
+        assert len(runs[f"{case}/pipeline"].extra["curves"]["denoiser"]) >= 3  # enough points for the plateau
+    held = "cond/computers-vs-food"
+    assert f"{held}/original" not in runs and 0.0 <= runs[f"{held}/base"].metrics["median"] <= 100.0
+    assert runs[f"{held}/generated"].metrics["n"] == 3
+    assert 0.0 <= runs["cond/computers-vs-love/original"].metrics["median"] <= 100.0
+    tables = {t.title: t for t in result.tables}
+    assert any("(held out)" in row[0] for row in tables["COND P-DIFF per task: median accuracy (%)"].rows)
+    digits = tables[bench.TITLES["digits"] + ": test accuracy (%)"]
+    assert [row[1] for row in digits.rows] == [f"digits/{g}" for g in bench.PDIFF_ARMS]
+    assert result.verdict.startswith("digits: ") and "COND P-DIFF" in result.verdict
+    for case in ("digits", "effnet"):
+        assert (out / f"paramgen_{case}_seed0.png").stat().st_size > 1000
+    assert (out / "paramgen.md").read_text().startswith("# p-diff")
+
+    # --reuse takes the finished digits run from --work; the anchor (no normalisation) is paired with it
+    again = bench.main(
+        [
+            "--smoke",
+            "--out",
+            str(tmp_path / "again"),
+            "--work",
+            str(work),
+            "--reuse",
+            "--cases",
+            "digits,digits_anchor",
+        ]
+    )
+    assert again[("digits", 0)] == records[("digits", 0)]
+    result = Result.model_validate(json.loads((tmp_path / "again" / "paramgen.json").read_text()))
+    titles = [t.title for t in result.tables]
+    assert any(t.startswith("Normalisation on digits") for t in titles)
+    assert (tmp_path / "again" / "paramgen_digits_anchor_seed0.png").stat().st_size > 1000
