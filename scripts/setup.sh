@@ -7,6 +7,7 @@
 #               TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128".
 #   PYTHON      interpreter for the venv (default: python3.11, else python3).
 #   SKIP_APT=1  do not touch system packages (tests that need them then skip, saying why).
+#   HUBTOOLS_REQUIRE_DATA=1  (CI) missing data packages stop the set-up, and tests fail instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,8 @@ if [ "${SKIP_APT:-0}" != 1 ]; then
     else
       echo "setup: WARNING: Debian data packages missing ($missing) and not root: run" >&2
       echo "       sudo apt-get update && sudo apt-get install -y$missing" >&2
+      # where the tests must not skip for missing data (CI), a missing package is an error now, not later
+      [ "${HUBTOOLS_REQUIRE_DATA:-0}" = 1 ] && { echo "setup: HUBTOOLS_REQUIRE_DATA=1: stopping" >&2; exit 1; }
     fi
   fi
 fi

@@ -18,6 +18,7 @@ import pytest
 
 from hubtools.bench.envelope import Result
 from hubtools.data.offline import DataUnavailable, fashion_mnist, minilm_path
+from hubtools.testing import data_missing
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = ROOT / "scripts" / "device"
@@ -50,7 +51,7 @@ def _needs_fashion_mnist_and_minilm() -> None:
         fashion_mnist("test")
         minilm_path()
     except DataUnavailable as err:
-        pytest.skip(str(err))
+        data_missing(err)
 
 
 def test_train_check_smoke(tmp_path: Path) -> None:
@@ -116,7 +117,7 @@ def test_longtail_check_smoke(tmp_path: Path) -> None:
     from hubtools.data.mri_patches import MRICRON_TEMPLATES
 
     if not (MRICRON_TEMPLATES / "aal.nii.gz").exists():
-        pytest.skip("Debian mricron-data is not installed")
+        data_missing("Debian mricron-data is not installed")
     # default --work: under $HUBTOOLS_BENCH_WORK (a per-session folder, see conftest), where the MRI set is
     # built once and shared with benchmarks/longtail_mri.py
     _run("device_check_longtail.py", "--smoke", "--device", "cpu", "--out", str(tmp_path / "out"))

@@ -14,6 +14,7 @@ from hubtools import __version__
 from hubtools.cli import COMMANDS, main
 from hubtools.config import StrictModel, config_option, load_config
 from hubtools.errors import ConfigError
+from hubtools.testing import data_missing
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,7 +120,7 @@ def test_quickstart_hub_demo_round_trips_real_model_and_table(tmp_path):
         minilm_path()
         fortunes("medicine", limit=1)
     except DataUnavailable as exc:
-        pytest.skip(f"real data for the quickstart is not installed: {exc}")
+        data_missing(f"real data for the quickstart: {exc}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}  # the quickstart sets its own
     result = subprocess.run(
         [sys.executable, "-m", "hubtools.cli", "quickstart", "--only", "hub", "--out", str(tmp_path)],

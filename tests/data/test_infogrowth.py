@@ -16,6 +16,7 @@ from hubtools.data.infogrowth import (
     normalize_gains,
     select,
 )
+from hubtools.testing import data_missing
 
 
 def unit(x):
@@ -332,7 +333,7 @@ def test_transformers_text_encoder_embeds_real_quotes_and_states_record_it(tmp_p
         embed = TransformersTextEmbedder(output_column="img_emb")
         texts = {c: fortunes(c, limit=40) for c in ("medicine", "computers")}
     except DataUnavailable as exc:
-        pytest.skip(str(exc))
+        data_missing(exc)
     seed = {"text": texts["medicine"][:8] + texts["computers"][:8], "label": [0] * 8 + [1] * 8}
     stream = {"text": texts["medicine"][8:] + texts["computers"][8:], "label": [0] * 32 + [1] * 32}
     import torch

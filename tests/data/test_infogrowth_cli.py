@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from hubtools.cli import main
 from hubtools.data.offline import DataUnavailable
+from hubtools.testing import data_missing
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +23,7 @@ def noisy_fmnist(tmp_path_factory):
     try:
         return build_noisy_fashion_mnist(tmp_path_factory.mktemp("fmnist"))
     except DataUnavailable as exc:
-        pytest.skip(str(exc))
+        data_missing(exc)
 
 
 def test_cli_writes_parquet_card_png_pushes_and_round_trips(noisy_fmnist, tmp_path, repo_id):
@@ -145,7 +146,7 @@ def test_benchmark_smoke_runs_and_reports(tmp_path):
         timeout=120,
     )
     if r.returncode != 0 and "DataUnavailable" in r.stderr:
-        pytest.skip("dataset-fashion-mnist is not installed")
+        data_missing("dataset-fashion-mnist is not installed")
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((out / "infogrowth.json").read_text())
     assert res["smoke"] is True and res["seeds"] == [0] and res["name"] == "infogrowth"

@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 
 from hubtools.data.offline import DataUnavailable, debian_path, fashion_mnist, fortunes, package_dir
+from hubtools.testing import data_missing
 
 
 def _require(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except DataUnavailable as exc:
-        pytest.skip(str(exc))
+        data_missing(exc)
 
 
 def test_fashion_mnist_test_split_is_the_real_balanced_set():

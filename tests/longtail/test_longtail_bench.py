@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from hubtools.testing import data_missing
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_build_throughput_smoke(tmp_path):
     if not Path("/usr/share/mricron/templates/ch2.nii.gz").exists():
-        pytest.skip("Debian mricron-data is not installed")
+        data_missing("Debian mricron-data is not installed")
     out, work = tmp_path / "out", tmp_path / "work"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "build_throughput.py"), "--smoke", "--out", str(out),

@@ -13,6 +13,7 @@ from hubtools.cli import main
 from hubtools.data.offline import DataUnavailable, fashion_mnist
 from hubtools.longtail.datasets import build, load, make_builder, prepare, publish, save_build
 from hubtools.longtail.splits import LTProfile
+from hubtools.testing import data_missing
 
 
 def _table(ds) -> pa.Table:
@@ -24,7 +25,7 @@ def _mri_builder(tmp_path):
         builder = make_builder("mri_patches", None, cache_dir=tmp_path / "cache")
         builder.plan()
     except DataUnavailable as exc:
-        pytest.skip(str(exc))
+        data_missing(exc)
     return builder
 
 
@@ -88,7 +89,7 @@ def test_fashion_mnist_lt(tmp_path):
     try:
         images, labels = fashion_mnist("test")
     except DataUnavailable as exc:
-        pytest.skip(str(exc))
+        data_missing(exc)
     ds, lt = build(
         "fashion_mnist", None, cache_dir=tmp_path / "c", n_max=300, val_per_class=20, expected_train_counts=()
     )

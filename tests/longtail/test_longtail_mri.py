@@ -7,13 +7,14 @@ import pytest
 
 from hubtools.data.mri_patches import MRICRON_TEMPLATES, MriDataError, load_mri_patches
 from hubtools.data.offline import DataUnavailable
+from hubtools.testing import data_missing
 
 
 def _load(**kw):
     try:
         return load_mri_patches(**kw)
     except DataUnavailable as exc:
-        pytest.skip(str(exc))
+        data_missing(exc)
 
 
 def test_spec_grid_gives_the_offline_data_figures():
@@ -67,7 +68,7 @@ def test_missing_package_and_bad_grid(tmp_path: Path):
         load_mri_patches(templates_dir=tmp_path)
     nib = pytest.importorskip("nibabel")
     if not (MRICRON_TEMPLATES / "aal.nii.gz").exists():
-        pytest.skip("mricron-data is not installed")
+        data_missing("mricron-data is not installed")
     nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.uint8), np.eye(4)), str(tmp_path / "ch2.nii.gz"))
     for name in ("aal.nii.gz", "aal.nii.txt"):
         (tmp_path / name).write_bytes((MRICRON_TEMPLATES / name).read_bytes())

@@ -11,6 +11,7 @@ import pytest
 
 from hubtools.bench.envelope import Result
 from hubtools.data.mri_patches import MRICRON_TEMPLATES
+from hubtools.testing import data_missing
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,8 +28,9 @@ def _smoke(tmp_path, *extra):
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.skipif(not (MRICRON_TEMPLATES / "ch2.nii.gz").exists(), reason="needs Debian mricron-data")
 def test_benchmark_smoke(tmp_path):
+    if not (MRICRON_TEMPLATES / "ch2.nii.gz").exists():
+        data_missing("Debian mricron-data")
     out = _smoke(tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     path = tmp_path / "results" / "longtail_mri.json"

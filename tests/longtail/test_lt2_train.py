@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from hubtools.data.offline import FASHION_MNIST_CLASSES, DataUnavailable, fashion_mnist
 from hubtools.longtail.cli import longtail_group
 from hubtools.longtail.splits import LTProfile
+from hubtools.testing import data_missing
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +54,7 @@ def fmnist_lt(tmp_path_factory):
         train_x, train_y = fashion_mnist("train")
         test_x, test_y = fashion_mnist("test")
     except DataUnavailable as exc:
-        pytest.skip(str(exc))
+        data_missing(exc)
     root = tmp_path_factory.mktemp("lt2") / "fmnist_tiny"
     names = [FASHION_MNIST_CLASSES[c] for c in CLASSES]
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})

@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 
+from hubtools.testing import data_missing
+
 torch.set_num_threads(1)
 
 from hubtools.data.offline import DataUnavailable, fortunes  # noqa: E402
@@ -14,7 +16,7 @@ from hubtools.data.offline import DataUnavailable, fortunes  # noqa: E402
 try:
     fortunes("computers", limit=1)
 except DataUnavailable as err:  # pragma: no cover - depends on the machine
-    pytest.skip(str(err), allow_module_level=True)
+    data_missing(err)
 
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 

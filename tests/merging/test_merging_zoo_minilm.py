@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hubtools.testing import data_missing
+
 torch.set_num_threads(1)
 
 from hubtools.data.offline import DataUnavailable, fortunes, minilm_path  # noqa: E402
@@ -13,7 +15,7 @@ try:
     minilm_path()
     fortunes("computers", limit=1)
 except DataUnavailable as err:  # pragma: no cover - depends on the machine
-    pytest.skip(str(err), allow_module_level=True)
+    data_missing(err)
 
 from transformers import AutoModelForSequenceClassification  # noqa: E402
 

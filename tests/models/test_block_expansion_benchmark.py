@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hubtools.data.offline import DataUnavailable, fashion_mnist
+from hubtools.testing import data_missing
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "block_expansion.py"
 
@@ -17,7 +18,7 @@ def test_smoke(tmp_path: Path) -> None:
     try:
         fashion_mnist("test")
     except DataUnavailable as err:
-        pytest.skip(str(err))
+        data_missing(err)
     spec = importlib.util.spec_from_file_location("block_expansion_benchmark", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

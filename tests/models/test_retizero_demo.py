@@ -11,6 +11,7 @@ import pytest
 
 from hubtools.data.offline import DataUnavailable, fashion_mnist
 from hubtools.quickstart import DEMOS, DemoContext
+from hubtools.testing import data_missing
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -27,7 +28,7 @@ def _needs_fashion_mnist() -> None:
     try:
         fashion_mnist("test")
     except DataUnavailable as err:
-        pytest.skip(str(err))
+        data_missing(err)
 
 
 def test_demo(hub, tmp_path: Path) -> None:
@@ -49,7 +50,7 @@ def test_benchmark_smoke(data: str, tmp_path: Path) -> None:
         from hubtools.data.mri_patches import MRICRON_TEMPLATES
 
         if not (MRICRON_TEMPLATES / "aal.nii.gz").exists():
-            pytest.skip("mricron-data is not installed")
+            data_missing("mricron-data is not installed")
     module = _load_script("retizero_zero_shot")
     out = tmp_path / "results"
     module.main(["--smoke", "--data", data, "--out", str(out), "--work", str(tmp_path / "work")])

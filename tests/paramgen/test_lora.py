@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from hubtools.data.offline import DataUnavailable
+from hubtools.testing import data_missing
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +16,7 @@ def minilm():
 
         return load_minilm()
     except DataUnavailable as err:
-        pytest.skip(str(err))
+        data_missing(err)
 
 
 def test_generated_adapter_loads_with_peft_and_matches_state_dict(minilm, tmp_path):

@@ -17,13 +17,14 @@ from hubtools.semiseg.data import (
     mni_dataset,
     nuclei_dataset,
 )
+from hubtools.testing import data_missing
 
 
 def real(builder, **kwargs):
     try:
         return builder(**kwargs)
     except DataUnavailable as err:
-        pytest.skip(str(err))
+        data_missing(err)
 
 
 def tiny(n_labelled=2, shape=(8, 8), classes=("background", "foreground")) -> SegmentationData:

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from hubtools.data.offline import DataUnavailable
 from hubtools.semiseg.data import SegmentationArrays, SegmentationDataError, mni_dataset, nuclei_dataset
 from hubtools.semiseg.trainer import SemiSegTrainConfig, train_semiseg
+from hubtools.testing import data_missing
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +25,7 @@ def mni():
     try:
         return mni_dataset(dims=2, resolution=4, labelled_fraction=0.1)
     except DataUnavailable as err:
-        pytest.skip(str(err))
+        data_missing(err)
 
 
 def quick(tmp_path: Path, name: str, **kwargs) -> SemiSegTrainConfig:
@@ -93,7 +94,7 @@ def test_cli_train_writes_model_card_overlays_and_threshold_curve(tmp_path):
     try:
         nuclei_dataset()
     except DataUnavailable as err:
-        pytest.skip(str(err))
+        data_missing(err)
     out = tmp_path / "run"
     result = CliRunner().invoke(
         main,
@@ -156,7 +157,7 @@ def test_benchmark_smoke(tmp_path):
     try:
         path = bench.main(argv)
     except DataUnavailable as err:
-        pytest.skip(str(err))
+        data_missing(err)
     result = json.loads(path.read_text())
     assert path == out / "semiseg.json" and result["smoke"] is True and result["seeds"] == [0, 1]
     runs = result["runs"]
@@ -212,7 +213,7 @@ def test_build_data_push_and_load_back_from_the_hub(hub, repo_id, tmp_path):
     try:
         local = nuclei_dataset(labelled_fraction=0.25)
     except DataUnavailable as err:
-        pytest.skip(str(err))
+        data_missing(err)
     result = CliRunner().invoke(
         main, ["semiseg", "build-data", "nuclei", "--labelled-fraction", "0.25", "--push", repo_id]
     )
@@ -254,7 +255,7 @@ def test_multiclass_tissue_reports_each_class_and_learns_one_threshold_per_class
     try:
         tissue = mni_dataset(dims=2, resolution=4, tissue="3class", labelled_fraction=0.1)
     except DataUnavailable as err:
-        pytest.skip(str(err))
+        data_missing(err)
     result = train_semiseg(tissue, quick(tmp_path, "tissue", steps=6), save_artifact=False)
     assert {"dice/background", "dice/grey_matter", "dice/white_matter", "dice", "iou"} <= set(result.scores)
     assert result.model.config.out_channels == 3
