@@ -49,6 +49,27 @@ def check_command(folder: Path) -> None:
         raise SystemExit(1)
 
 
+@bench_group.command("compare")
+@click.argument("old", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("new", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--tol", type=float, default=0.0, show_default=True, help="allowed absolute difference per cell")
+def compare_command(old: Path, new: Path, tol: float) -> None:
+    """Compare the raw per-seed values of two results of one benchmark (does a rerun reproduce OLD?)."""
+    from hubtools.bench.compare import compare_runs
+    from hubtools.bench.render import load_result
+
+    a, b = load_result(old), load_result(new)
+    n, diffs = compare_runs(a, b, tol=tol)
+    for d in diffs[:50]:
+        click.echo(f"differs: {d.arm} seed {d.seed} {d.metric}: {d.old} -> {d.new}")
+    more = " (first 50 shown)" if len(diffs) > 50 else ""
+    click.echo(f"{n - len(diffs)} of {n} cells identical (tol {tol}); {len(diffs)} differ{more}; "
+               f"commits {a.git.commit[:10]} -> {b.git.commit[:10]}, code digest "
+               f"{'same' if a.code.digest == b.code.digest else 'DIFFERENT'}")
+    if diffs:
+        raise SystemExit(1)
+
+
 @bench_group.command("docs")
 def docs_command() -> None:
     """Regenerate docs/benchmarks.md and every `<!-- bench:NAME -->` block in docs/ from the results."""

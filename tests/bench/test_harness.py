@@ -120,3 +120,26 @@ def test_docs_blocks_are_filled_from_results(tmp_path):
     assert "H1" in filled and "V1" in filled and "| new | 3 |" in filled and filled.endswith("after\n")
     assert fill_blocks(filled, {"demo_result": result}) == filled  # idempotent
     assert "no committed result" in fill_blocks(page, {})
+
+
+def test_compare_runs_cell_by_cell(tmp_path):
+    from click.testing import CliRunner
+
+    from hubtools.bench.compare import compare_runs
+    from hubtools.cli import main
+
+    bench, _ = _bench(tmp_path, ["--out", str(tmp_path / "a"), "--seeds", "1", "2", "3"])
+    a = bench.write("demo_result", data="d", config={}, runs=_runs(), tables=[], headline="h", verdict="v")
+    changed = _runs()
+    changed[4] = Run(arm="new", seed=2, metrics={"acc": 81.5000001})
+    bench.args.out = tmp_path / "b"
+    b = bench.write("demo_result", data="d", config={}, runs=changed, tables=[], headline="h", verdict="v")
+    ra, rb = (Result.model_validate(json.loads(p.read_text())) for p in (a, b))
+    n, diffs = compare_runs(ra, ra)
+    assert n == 9 and diffs == []
+    n, diffs = compare_runs(ra, rb)
+    assert [(d.arm, d.seed, d.old) for d in diffs] == [("new", 2, 81.5)]
+    assert compare_runs(ra, rb, tol=1e-3)[1] == []
+    out = CliRunner().invoke(main, ["bench", "compare", str(a), str(b)])
+    assert out.exit_code == 1 and "8 of 9 cells identical" in out.output
+    assert CliRunner().invoke(main, ["bench", "compare", str(a), str(a)]).exit_code == 0

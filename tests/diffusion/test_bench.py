@@ -86,6 +86,7 @@ def test_bad_bench_settings(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.timeout(300)  # the whole protocol, small: about 45 s on a quiet machine
 def test_smoke_run_writes_results(tmp_path):
     out, work = tmp_path / "results", tmp_path / "work"
     args = ["diffusion", "speedup-bench", "--smoke", "--out", str(out), "--work", str(work)]
