@@ -16,18 +16,19 @@ import hashlib
 import hmac
 import json
 import logging
+import multiprocessing
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-import yaml
 from aiohttp import web
 
 from hubtools.hub.server.collections import add_collection_routes
 from hubtools.hub.server.errors import HubError, bad_request, entry_not_found, repo_not_found
+from hubtools.hub.server.metadata import CardCache, ParsedCard, metadata_errors, parser_process_init
 from hubtools.hub.server.naming import (
     REPO_TYPES,
     URL_PREFIX,
@@ -55,6 +56,9 @@ log = logging.getLogger("hubtools.hub")
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
 IDLE_READ_S = 60.0
 NO_XET = "hubtools hub has no Xet storage: set HF_HUB_DISABLE_XET=1"
+# validate-yaml takes whole cards, unauthenticated: no bigger than the largest regular (non-LFS)
+# file huggingface.co accepts. The YAML header inside is capped again, at metadata.MAX_YAML_BYTES.
+MAX_CARD_BYTES = 10 * 2**20
 
 
 @dataclass
@@ -86,23 +90,6 @@ def _as_bool(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes")
 
 
-def _front_matter(text: str) -> dict | None:
-    """The YAML header of a card, or None; raises ValueError if present but unparseable."""
-    if not text.startswith("---"):
-        return None
-    lines = text.splitlines()
-    try:
-        end = next(i for i in range(1, len(lines)) if lines[i].strip() == "---")
-    except StopIteration:
-        raise ValueError("front matter is not closed by a '---' line") from None
-    data = yaml.safe_load("\n".join(lines[1:end]))
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError("front matter is not a mapping")
-    return data
-
-
 class HubApp:
     """The route handlers bound to one :class:`Store`."""
 
@@ -112,6 +99,13 @@ class HubApp:
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hubtools-hub")
         self.commit_locks: dict[tuple[int, str], asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self.request_log: collections.deque = collections.deque(maxlen=100_000)
+        # Card parsing is CPU-bound and validate-yaml is open to anyone: two threads of its own keep a
+        # flood of such calls from occupying the pool every other request needs, and large headers
+        # are parsed in one worker process (started on first use) so they never hold this process's GIL.
+        self.yaml_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hubtools-hub-yaml")
+        self.yaml_process = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=parser_process_init, initargs=(os.getpid(),))
+        self.cards = CardCache(executor=self.yaml_process)
 
     async def run(self, fn, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(self.pool, lambda: fn(*args, **kwargs))
@@ -246,14 +240,32 @@ class HubApp:
         })
 
     async def validate_yaml(self, request: web.Request) -> web.Response:
+        """``RepoCard.validate`` and ``create_commit`` of a README: 200, or 400 with the Hub's error list.
+
+        The client reads the body as JSON before it checks the status, so every answer is JSON.
+        """
+        if request.content_length is not None and request.content_length > MAX_CARD_BYTES:
+            raise HubError(413, f"Card larger than {MAX_CARD_BYTES} bytes")
+        raw = await self.read_body(request, MAX_CARD_BYTES)
         try:
-            body = json.loads(await self.read_body(request, self.cfg.max_line_bytes) or b"{}")
-            content = body.get("content", "") if isinstance(body, dict) else ""
-            _front_matter(content if isinstance(content, str) else "")
-        except (ValueError, yaml.YAMLError) as exc:
-            msg = f"Invalid YAML in the card metadata: {exc}"
-            return web.json_response({"errors": [{"message": msg}], "warnings": []}, status=400,
-                                     headers={"X-Error-Message": " ".join(msg.split())[:500]})
+            body = json.loads(raw or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise bad_request(f"Malformed JSON body: {exc}") from None
+        content = body.get("content", "") if isinstance(body, dict) else ""
+        repo_type = body.get("repoType") if isinstance(body, dict) else None
+        if not isinstance(content, str):
+            raise bad_request("'content' must be a string")
+        if repo_type not in (None, "model", "dataset", "space"):
+            raise bad_request(f"Invalid repoType '{repo_type}'")
+        key = hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
+        loop = asyncio.get_running_loop()
+        card = await loop.run_in_executor(self.yaml_pool, self.cards.parse, key, lambda: content)
+        if card.too_large:
+            raise HubError(413, card.error)
+        errors = [card.error] if card.error else metadata_errors(card.meta or {}, repo_type or "model")
+        if errors:
+            return web.json_response({"errors": [{"message": m} for m in errors], "warnings": []}, status=400,
+                                     headers={"X-Error-Message": " ".join(errors[0].split())[:500]})
         return web.json_response({"errors": [], "warnings": []})
 
     # ------------------------------------------------------------------ repos
@@ -330,16 +342,13 @@ class HubApp:
             await self.run(self.store.set_private, repo, private)
         return web.json_response({})
 
-    def _info(self, request: web.Request, repo: Repo, sha: str) -> dict:
+    def _info(self, request: web.Request, repo: Repo, sha: str) -> tuple[dict, str | None]:
+        """The info object without ``cardData``, and ``cardData`` already JSON-encoded (or None):
+        :meth:`_info_json` joins them, so a cached card is never encoded twice."""
         manifest = self.store.manifest(repo, sha)
         commit = self.store.commit_row(repo, sha)
-        card = None
-        readme = manifest.get("README.md")
-        if readme is not None and readme.size < 4 * 2**20:
-            try:
-                card = _front_matter(self.store.read_blob(readme.sha256).decode("utf-8"))
-            except (ValueError, yaml.YAMLError, UnicodeDecodeError):
-                card = None
+        parsed = self._card(manifest.get("README.md"))
+        card = parsed.meta if parsed else None
         info = {
             "_id": object_id("repo", f"{repo.type}/{repo.id}"),
             "id": repo.id,
@@ -355,8 +364,6 @@ class HubApp:
             "tags": list(card.get("tags") or []) if card and isinstance(card.get("tags"), list) else [],
             "siblings": [self._sibling(e) for e in manifest.values()],
         }
-        if card is not None:
-            info["cardData"] = card
         if repo.type == "model":
             info["modelId"] = repo.id
             if card:
@@ -365,7 +372,21 @@ class HubApp:
                         info[out] = card[key]
         if repo.type == "space":
             info["sdk"] = repo.sdk
-        return info
+        return info, parsed.meta_json if parsed else None
+
+    @staticmethod
+    def _info_json(info: dict, card_json: str | None) -> str:
+        body = json.dumps(info)
+        return body if card_json is None else f'{body[:-1]}, "cardData": {card_json}}}'
+
+    def _card(self, readme: Entry | None) -> ParsedCard | None:
+        """The README's parsed metadata (cached by content hash); None without a readable README."""
+        if readme is None or readme.size > MAX_CARD_BYTES:
+            return None
+        try:
+            return self.cards.parse(readme.sha256, lambda: self.store.read_blob(readme.sha256).decode("utf-8"))
+        except OSError:
+            return None
 
     @staticmethod
     def _sibling(e: Entry) -> dict:
@@ -378,7 +399,8 @@ class HubApp:
         repo, _ = await self.repo_for_read(request)
         rev = request.match_info.get("rev", "main")
         sha = await self.run(self.store.resolve, repo, rev)
-        return web.json_response(await self.run(self._info, request, repo, sha))
+        info, card_json = await self.run(self._info, request, repo, sha)
+        return web.Response(text=self._info_json(info, card_json), content_type="application/json")
 
     async def list_repos(self, request: web.Request) -> web.Response:
         """``list_models`` / ``list_datasets`` / ``list_spaces``: filter by author, search and tags."""
@@ -391,22 +413,22 @@ class HubApp:
         wanted_tags = set(q.getall("filter", []))
         limit = int(q["limit"]) if q.get("limit", "").isdigit() else None
 
-        def collect() -> list[dict]:
+        def collect() -> str:
             out = []
             for repo in self.store.list_repos(REPO_TYPES[t]):
                 if repo.private and not (principal and principal.owns(repo.ns)):
                     continue
                 if (author and repo.ns != author) or (search and search not in repo.id.lower()):
                     continue
-                info = self._info(request, repo, self.store.resolve(repo, "main"))
+                info, card_json = self._info(request, repo, self.store.resolve(repo, "main"))
                 if wanted_tags and not wanted_tags <= set(info["tags"]) | {info.get("library_name")}:
                     continue
-                out.append(info)
+                out.append(self._info_json(info, card_json))
                 if limit is not None and len(out) >= limit:
                     break
-            return out
+            return f"[{', '.join(out)}]"
 
-        return web.json_response(await self.run(collect))
+        return web.Response(text=await self.run(collect), content_type="application/json")
 
     # ------------------------------------------------------------------ trees
     @staticmethod
@@ -977,5 +999,7 @@ def _bind(handler, extra: dict):
 
 
 async def _shutdown(hub: HubApp) -> None:
+    hub.yaml_pool.shutdown(wait=True)
+    hub.yaml_process.shutdown(wait=True, cancel_futures=True)
     hub.pool.shutdown(wait=True)
     hub.store.close()
