@@ -329,8 +329,19 @@ class HubApp:
         return web.json_response({})
 
     async def settings(self, request: web.Request) -> web.Response:
+        """``update_repo_settings``: visibility. Every setting is checked before any is applied, and
+        one this server cannot honour is refused with 400 rather than accepted and ignored."""
         repo, _ = await self.repo_for_write(request)
         body = await self.json_body(request)
+        unknown = sorted(set(body) - {"private", "visibility", "gated"})
+        if unknown:
+            raise bad_request(f"Unsupported repo setting(s) {', '.join(unknown)}: hubtools hub supports "
+                              "'private', 'visibility' and 'gated': false")
+        if body.get("gated", False) is not False:
+            # Access requests and their approval are not implemented: a gated repo would be readable
+            # by everyone, so the setting is refused instead.
+            raise bad_request(f"Gated repos are not supported by hubtools hub (got gated={body['gated']!r}); "
+                              "keep the repo private and share it through an organization instead")
         private = body.get("private")
         if "visibility" in body:  # huggingface_hub 2.x sends {"visibility": "private" | "public"}
             if body["visibility"] not in ("private", "public"):
