@@ -163,4 +163,5 @@ def test_a_large_card_does_not_stall_other_requests(hub_proc, tmp_path):
     worker.join()
     assert done["status"] == 200
     assert len(latencies) >= 3, done  # the reads really overlapped the parse
-    assert max(latencies) < 1.0, (max(latencies), done)
+    # Parsed on the event loop, one read would wait about as long as the whole parse.
+    assert max(latencies) < min(2.0, done["seconds"] / 2), (max(latencies), done)

@@ -86,6 +86,39 @@ def _error_response(err: HubError, head: bool) -> web.Response:
     return web.json_response({"error": err.message}, status=err.status, headers=headers)
 
 
+# The Hub's sort names (as the client sends them) -> the info key they order by.
+LIST_SORT_KEYS = {"lastModified": "lastModified", "createdAt": "createdAt", "id": "id", "downloads": "downloads",
+                  "likes": "likes", "trendingScore": "trendingScore"}
+# Card keys a dataset's tags are derived from, as on the Hub ("task_categories:text-classification").
+DATASET_TAG_KEYS = ("task_categories", "task_ids", "language", "license", "size_categories", "multilinguality",
+                    "source_datasets", "annotations_creators", "language_creators")
+
+
+def _as_list(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _hub_tags(repo_type: str, card: dict) -> list[str]:
+    """A repo's tags as the Hub lists them: the card's own, then those derived from its metadata
+    (what ``filter=`` matches: a model's pipeline tag, library, languages, ``license:X``,
+    ``dataset:X``, ``base_model:X``; a dataset's ``task_categories:X``, ``language:X``, ...)."""
+    tags = _as_list(card.get("tags"))
+    if repo_type == "model":
+        tags += _as_list(card.get("library_name")) + _as_list(card.get("pipeline_tag"))
+        tags += _as_list(card.get("language"))
+        tags += [f"license:{v}" for v in _as_list(card.get("license"))]
+        tags += [f"dataset:{v}" for v in _as_list(card.get("datasets"))]
+        tags += [f"base_model:{v}" for v in _as_list(card.get("base_model"))]
+    elif repo_type == "dataset":
+        for key in DATASET_TAG_KEYS:
+            tags += [f"{key}:{v}" for v in _as_list(card.get(key))]
+    else:
+        tags += [f"license:{v}" for v in _as_list(card.get("license"))]
+    return list(dict.fromkeys(tags))
+
+
 def _as_bool(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes")
 
@@ -372,7 +405,7 @@ class HubApp:
             "disabled": False,
             "downloads": 0,
             "likes": 0,
-            "tags": list(card.get("tags") or []) if card and isinstance(card.get("tags"), list) else [],
+            "tags": _hub_tags(repo.type, card or {}),
             "siblings": [self._sibling(e) for e in manifest.values()],
         }
         if repo.type == "model":
@@ -414,30 +447,62 @@ class HubApp:
         return web.Response(text=self._info_json(info, card_json), content_type="application/json")
 
     async def list_repos(self, request: web.Request) -> web.Response:
-        """``list_models`` / ``list_datasets`` / ``list_spaces``: filter by author, search and tags."""
+        """``list_models`` / ``list_datasets`` / ``list_spaces`` with the Hub's query semantics.
+
+        ``author`` (case-insensitive), ``search`` (a case-insensitive substring of the id),
+        ``filter`` (repeatable; every one must be among the repo's tags, which include the
+        pipeline tag, library, ``license:X``, ``dataset:X`` and, for datasets, ``task_categories:X``
+        and the like, as on the Hub), ``pipeline_tag``, ``gated``, then ``sort`` (``lastModified``,
+        ``createdAt``, ``id``, ``downloads``, ``likes``, ``trendingScore``; descending unless
+        ``direction=1``) and ``limit``. Only repos the caller may read are listed.
+        """
         t = request.match_info["t"]
         if t not in REPO_TYPES:
             raise HubError(501, f"Not implemented by hubtools hub: {request.path}")
         principal = await self.principal(request)
         q = request.query
-        author, search = q.get("author"), (q.get("search") or "").lower()
+        author = (q.get("author") or "").lower()
+        search = (q.get("search") or "").lower()
         wanted_tags = set(q.getall("filter", []))
-        limit = int(q["limit"]) if q.get("limit", "").isdigit() else None
+        pipeline_tag = q.get("pipeline_tag")
+        sort, direction = q.get("sort"), q.get("direction", "-1")
+        if sort is not None and sort not in LIST_SORT_KEYS:
+            raise bad_request(f"Invalid sort '{sort}': one of {', '.join(LIST_SORT_KEYS)}")
+        if direction not in ("-1", "1"):
+            raise bad_request("'direction' must be -1 or 1")
+        limit = None
+        if q.get("limit"):
+            if not q["limit"].isdigit():
+                raise bad_request("'limit' must be a non-negative integer")
+            limit = int(q["limit"])
+        gated = q.get("gated")
+        if gated is not None and gated.lower() not in ("true", "false"):
+            raise bad_request("'gated' must be true or false")
 
         def collect() -> str:
-            out = []
+            found: list[tuple[dict, str | None]] = []
+            if gated is not None and gated.lower() == "true":
+                return "[]"  # no repo here is gated
             for repo in self.store.list_repos(REPO_TYPES[t]):
                 if repo.private and not (principal and principal.owns(repo.ns)):
                     continue
-                if (author and repo.ns != author) or (search and search not in repo.id.lower()):
+                if (author and repo.ns.lower() != author) or (search and search not in repo.id.lower()):
                     continue
                 info, card_json = self._info(request, repo, self.store.resolve(repo, "main"))
-                if wanted_tags and not wanted_tags <= set(info["tags"]) | {info.get("library_name")}:
+                if wanted_tags and not wanted_tags <= set(info["tags"]):
                     continue
-                out.append(self._info_json(info, card_json))
-                if limit is not None and len(out) >= limit:
+                if pipeline_tag and info.get("pipeline_tag") != pipeline_tag:
+                    continue
+                found.append((info, card_json))
+                if sort is None and limit is not None and len(found) >= limit:
                     break
-            return f"[{', '.join(out)}]"
+            if sort is not None:
+                key = LIST_SORT_KEYS[sort]
+                found.sort(key=lambda f: f[0]["id"])  # ties in id order, whatever the direction
+                found.sort(key=lambda f: f[0].get(key) or 0, reverse=direction == "-1")
+            if limit is not None:
+                found = found[:limit]
+            return f"[{', '.join(self._info_json(info, card_json) for info, card_json in found)}]"
 
         return web.Response(text=await self.run(collect), content_type="application/json")
 
