@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import os
 import time
+import uuid
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,10 @@ def _hub_tags(repo_type: str, card: dict) -> list[str]:
     return list(dict.fromkeys(tags))
 
 
+def _no_namespace_repo(request: web.Request) -> HubError:
+    return repo_not_found(404 if request.headers.get("Authorization") else 401)
+
+
 def _as_bool(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes")
 
@@ -193,7 +198,7 @@ class HubApp:
             rtype = info.get("rtype", "model")
         ns, name = info["ns"], info["name"]
         if rtype == "model" and ns in ("datasets", "spaces"):
-            raise bad_request(f"Invalid repo id '{ns}/{name}'")
+            raise _no_namespace_repo(request)  # /datasets/NAME/resolve/...: a dataset id without namespace
         return rtype, check_namespace(ns), check_repo_part(name, "repo name")
 
     async def repo_for_read(self, request: web.Request) -> tuple[Repo, Principal | None]:
@@ -328,14 +333,14 @@ class HubApp:
         sdk = body.get("sdk")
         if rtype == "space" and sdk not in ("gradio", "docker", "static", "streamlit"):
             raise bad_request(f"Invalid space sdk '{sdk}': one of gradio, docker, static, streamlit")
-        existing = await self.run(self.store.find_repo_nocase, rtype, ns, name)
+        existing = await self.run(self.store.get_repo, rtype, ns, name)
         if existing is None:
             try:
                 repo = await self.run(self.store.create_repo, rtype, ns, name, private, sdk, principal.user)
             except HubError as err:
                 if err.status != 409:
                     raise
-                existing = await self.run(self.store.find_repo_nocase, rtype, ns, name)
+                existing = await self.run(self.store.get_repo, rtype, ns, name)
             else:
                 url = self.repo_url(request, repo)
                 return web.json_response({"url": url, "name": repo.id, "id": repo.id})
@@ -354,9 +359,9 @@ class HubApp:
         if rtype not in URL_PREFIX or not isinstance(name, str) or not isinstance(ns, str):
             raise bad_request("Invalid delete request")
         repo = await self.run(self.store.get_repo, rtype, ns, name)
-        if repo is None or (repo.private and not principal.owns(ns)):
+        if repo is None or (repo.private and not principal.owns(repo.ns)):
             raise repo_not_found()
-        if not principal.owns(ns) or principal.role != "write":
+        if not principal.owns(repo.ns) or principal.role != "write":
             raise HubError(403, f"You don't have the rights to delete {repo.id}")
         await self.run(self.store.delete_repo, repo)
         return web.json_response({})
@@ -531,9 +536,7 @@ class HubApp:
         manifest = self.store.manifest(repo, sha)
         dirs = self._dir_oids(manifest)
         if path:
-            if path in manifest:
-                raise bad_request(f"'{path}' is a file, not a folder")
-            if path not in dirs:
+            if path not in dirs:  # a file too: the Hub answers 404, and the client then lists the parent
                 raise entry_not_found(path, sha)
         prefix = f"{path}/" if path else ""
         out = []
@@ -976,13 +979,16 @@ class HubApp:
                 headers["Content-Range"] = f"bytes {start}-{end}/{entry.size}"
         length = max(0, end - start + 1)
         headers["Content-Length"] = str(length)
+        # Open the blob before any header goes out: a blob lost from the data dir must be an error
+        # status, not a 200 whose body breaks off.
+        blob = await self.run(self._open_blob, entry, path)
         if request.method == "HEAD":
+            blob.close()
             return web.Response(status=status, headers=headers)
-        resp = web.StreamResponse(status=status, headers=headers)
-        resp.content_length = length
-        await resp.prepare(request)
-        blob = self.store.blob_path(entry.sha256)
-        with open(blob, "rb") as f:
+        with blob as f:
+            resp = web.StreamResponse(status=status, headers=headers)
+            resp.content_length = length
+            await resp.prepare(request)
             f.seek(start)
             remaining = length
             while remaining > 0:
@@ -993,6 +999,34 @@ class HubApp:
                 await resp.write(chunk)
         await resp.write_eof()
         return resp
+
+    def _open_blob(self, entry: Entry, path: str):
+        """The blob of ``entry``, open for reading; 507 if it is missing or has the wrong size.
+
+        507 rather than 500: the client retries 500 five times with backoff, and retrying cannot
+        bring a lost blob back. ``hubtools hub fsck`` names every such blob.
+        """
+        try:
+            f = open(self.store.blob_path(entry.sha256), "rb")  # noqa: SIM115 - closed by the caller
+        except FileNotFoundError:
+            log.error("blob %s of %s is missing from %s", entry.sha256, path, self.store.root)
+            raise HubError(507, f"The content of {path} is missing from the server's storage "
+                                "(run: hubtools hub fsck)") from None
+        if os.fstat(f.fileno()).st_size != entry.size:
+            f.close()
+            log.error("blob %s of %s does not have its size %d", entry.sha256, path, entry.size)
+            raise HubError(507, f"The content of {path} is damaged in the server's storage "
+                                "(run: hubtools hub fsck)")
+        return f
+
+    async def no_namespace(self, request: web.Request) -> web.Response:
+        """Repo ids without a namespace (the Hub's legacy ids such as ``gpt2``): none exist here, so
+        404 RepoNotFound, which ``repo_exists`` / ``file_exists`` / ``revision_exists`` read as False."""
+        t = request.match_info.get("t")
+        if t is not None and t not in REPO_TYPES:
+            raise HubError(501, f"Not implemented by hubtools hub: {request.method} {request.path}")
+        await self.principal(request)  # an unknown token is still 401 "Invalid credentials"
+        raise _no_namespace_repo(request)
 
     async def not_implemented(self, request: web.Request) -> web.Response:
         raise HubError(501, f"Not implemented by hubtools hub: {request.method} {request.path}")
@@ -1058,9 +1092,21 @@ def create_app(cfg: HubConfig, store: Store | None = None) -> web.Application:
         kw = {"rtype": rtype}
         r.add_post(prefix + "/{ns}/{gitname}/info/lfs/objects/batch", _bind(hub.lfs_batch, kw))
         r.add_get(prefix + "/{ns}/{name}/resolve/{rev}/{path:.+}", _bind(hub.resolve, kw))
+    # Namespace-less ids, after every namespaced route (aiohttp tries routes in this order).
+    for suffix in ("", "/revision/{rev}", "/tree/{rev}", "/tree/{rev}/{path:.*}", "/refs", "/commits/{rev}"):
+        r.add_get("/api/{t}/{name}" + suffix, hub.no_namespace)
+    for prefix in ("/datasets", "/spaces", ""):
+        r.add_get(prefix + "/{name}/resolve/{rev}/{path:.+}", hub.no_namespace)
     r.add_route("*", "/{tail:.*}", hub.not_implemented)
+    app.on_response_prepare.append(_add_request_id)
     app.on_cleanup.append(lambda _app: _shutdown(hub))
     return app
+
+
+async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer carries ``X-Request-Id`` (the caller's own, if it sent one), as the Hub's do:
+    the client quotes it in its error messages."""
+    response.headers["X-Request-Id"] = request.headers.get("X-Request-Id") or uuid.uuid4().hex
 
 
 def _bind(handler, extra: dict):

@@ -312,14 +312,7 @@ class Store:
 
     # ------------------------------------------------------------------ repos
     def get_repo(self, repo_type: str, ns: str, name: str) -> Repo | None:
-        row = self.read().execute(
-            "SELECT pk, type, ns, name, private, sdk, created_at FROM repos "
-            "WHERE type = ? AND ns = ? COLLATE BINARY AND name = ? COLLATE BINARY",
-            (repo_type, ns, name),
-        ).fetchone()
-        return None if row is None else Repo(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6])
-
-    def find_repo_nocase(self, repo_type: str, ns: str, name: str) -> Repo | None:
+        """The repo, looked up case-insensitively as on the Hub (names are unique that way too)."""
         row = self.read().execute(
             "SELECT pk, type, ns, name, private, sdk, created_at FROM repos WHERE type = ? AND ns = ? AND name = ?",
             (repo_type, ns, name),
@@ -550,7 +543,13 @@ class Store:
                 manifest[op.path] = Entry(op.path, op.sha256, size, True, git_blob_sha1(lfs_pointer(op.sha256, size)))
             elif op.kind == "delete_file":
                 if manifest.pop(op.path, None) is None:
-                    raise entry_not_found(op.path, message=f"A file with this name doesn't exist: {op.path}")
+                    # The client sends a path without a trailing '/' as a file; the Hub then deletes
+                    # the folder of that name if there is one.
+                    doomed = [p for p in manifest if p.startswith(op.path + "/")]
+                    if not doomed:
+                        raise entry_not_found(op.path, message=f"A file with this name doesn't exist: {op.path}")
+                    for p in doomed:
+                        del manifest[p]
             elif op.kind == "delete_folder":
                 prefix = op.path.rstrip("/") + "/"
                 doomed = [p for p in manifest if p.startswith(prefix)]
