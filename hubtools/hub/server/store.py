@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import hashlib
+import hmac
 import os
 import secrets
 import shutil
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from hubtools.hashing import sha256_file
 from hubtools.hub.server.errors import HubError, bad_request, entry_not_found, revision_not_found
-from hubtools.hub.server.naming import is_commit_id
+from hubtools.hub.server.naming import check_namespace, is_commit_id
 
 FORMAT_LINE = "hubtools-hub 1"
 SCHEMA_VERSION = "1"
@@ -89,8 +90,15 @@ def lfs_pointer(sha256: str, size: int) -> bytes:
     return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
 
 
-def hash_token(token: str) -> str:
+def legacy_token_hash(token: str) -> str:
+    """How tokens were stored before: plain sha256. Still accepted, and replaced on first use."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def hash_token(secret: bytes, token: str) -> str:
+    """HMAC-SHA256 of the token keyed with the data dir's ``secret.key``: a token chosen by a user
+    (``--token``) cannot be looked up in precomputed tables or guessed from ``hub.db`` alone."""
+    return hmac.new(secret, b"token\n" + token.encode(), hashlib.sha256).hexdigest()
 
 
 def object_id(kind: str, name: str) -> str:
@@ -171,23 +179,31 @@ class Store:
 
     def __init__(self, data_dir: str | Path, serving: bool = False):
         self.root = Path(data_dir).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Tokens' hashes, private repos and their blobs live here: only the owner may enter, also
+        # for a data dir made before this rule (files inside kept the modes of the umask then).
+        with contextlib.suppress(PermissionError):
+            if self.root.stat().st_mode & 0o077:
+                self.root.chmod(0o700)
         fmt = self.root / "FORMAT"
         if fmt.exists():
             found = fmt.read_text().strip()
             if found != FORMAT_LINE:
                 raise RuntimeError(f"{self.root}: unknown data format {found!r} (expected {FORMAT_LINE!r})")
         else:
-            fmt.write_text(FORMAT_LINE + "\n")
+            _write_private(fmt, (FORMAT_LINE + "\n").encode())
         self.blobs_dir = self.root / "blobs"
         self.tmp_dir = self.root / "tmp"
-        self.blobs_dir.mkdir(exist_ok=True)
-        self.tmp_dir.mkdir(exist_ok=True)
+        self.blobs_dir.mkdir(mode=0o700, exist_ok=True)
+        self.tmp_dir.mkdir(mode=0o700, exist_ok=True)
+        db = self.root / "hub.db"
+        if not db.exists():  # SQLite gives its -wal and -shm files the database's mode
+            os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
         self._lock_file = None
         if serving:
             self._take_lock()
             shutil.rmtree(self.tmp_dir)
-            self.tmp_dir.mkdir()
+            self.tmp_dir.mkdir(mode=0o700)
         self.secret = self._load_secret()
         self._local = threading.local()
         self._all_conns: list[sqlite3.Connection] = []
@@ -200,7 +216,8 @@ class Store:
     def _take_lock(self) -> None:
         import fcntl
 
-        f = open(self.root / ".lock", "a+")  # noqa: SIM115 - held for the server's lifetime
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        f = os.fdopen(fd, "a+")  # held for the server's lifetime
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -271,6 +288,14 @@ class Store:
                   org: str | None = None) -> str:
         if role not in ("read", "write"):
             raise ValueError(f"role must be 'read' or 'write', got {role!r}")
+        for what, name_ in (("user", user), ("org", org)):
+            if name_ is not None:
+                try:
+                    check_namespace(name_)  # a user or org name is a repo namespace
+                except HubError as err:
+                    raise ValueError(f"invalid {what} name {name_!r}: {err.message}") from None
+        if token is not None and (not token.strip() or token != token.strip() or any(c.isspace() for c in token)):
+            raise ValueError("a token must be non-empty and contain no whitespace")
         token = token or new_token()
         now = utc_iso()
         with self.transaction() as conn:
@@ -278,8 +303,9 @@ class Store:
             conn.execute(
                 "INSERT INTO tokens(hash, user, role, name, created_at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(hash) DO UPDATE SET user=excluded.user, role=excluded.role",
-                (hash_token(token), user, role, name or f"{user}-{role}", now),
+                (hash_token(self.secret, token), user, role, name or f"{user}-{role}", now),
             )
+            conn.execute("DELETE FROM tokens WHERE hash = ?", (legacy_token_hash(token),))
             if org:
                 conn.execute("INSERT OR IGNORE INTO orgs(name, created_at) VALUES (?, ?)", (org, now))
                 conn.execute("INSERT OR IGNORE INTO memberships(org, user) VALUES (?, ?)", (org, user))
@@ -293,7 +319,8 @@ class Store:
     def revoke_token(self, token_or_prefix: str) -> int:
         with self.transaction() as conn:
             if token_or_prefix.startswith("hf_"):
-                cur = conn.execute("DELETE FROM tokens WHERE hash = ?", (hash_token(token_or_prefix),))
+                cur = conn.execute("DELETE FROM tokens WHERE hash IN (?, ?)",
+                                   (hash_token(self.secret, token_or_prefix), legacy_token_hash(token_or_prefix)))
             else:
                 cur = conn.execute("DELETE FROM tokens WHERE hash LIKE ? || '%' OR name = ?",
                                    (token_or_prefix, token_or_prefix))
@@ -304,9 +331,15 @@ class Store:
 
     def principal(self, token: str) -> Principal | None:
         conn = self.read()
-        row = conn.execute("SELECT user, role FROM tokens WHERE hash = ?", (hash_token(token),)).fetchone()
+        keyed = hash_token(self.secret, token)
+        row = conn.execute("SELECT user, role FROM tokens WHERE hash = ?", (keyed,)).fetchone()
         if row is None:
-            return None
+            legacy = legacy_token_hash(token)
+            row = conn.execute("SELECT user, role FROM tokens WHERE hash = ?", (legacy,)).fetchone()
+            if row is None:
+                return None
+            with self.transaction() as tx:  # a data dir from before keyed hashes: upgrade this row
+                tx.execute("UPDATE OR IGNORE tokens SET hash = ? WHERE hash = ?", (keyed, legacy))
         orgs = tuple(r[0] for r in conn.execute("SELECT org FROM memberships WHERE user = ? ORDER BY org", (row[0],)))
         return Principal(user=row[0], role=row[1], orgs=orgs)
 
@@ -580,8 +613,8 @@ class Store:
         if final.exists():
             tmp.unlink(missing_ok=True)
             return
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(tmp, 0o444)
+        final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(tmp, 0o400)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
 
@@ -590,7 +623,7 @@ class Store:
         sha256 = hashlib.sha256(data).hexdigest()
         if not self.blob_path(sha256).exists():
             tmp = self.new_temp()
-            with open(tmp, "wb") as f:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
@@ -641,6 +674,11 @@ def _manifest_digest(manifest: dict[str, Entry]) -> str:
         e = manifest[path]
         h.update(f"{path}\0{e.sha256}\0{e.size}\0{int(e.is_lfs)}\n".encode())
     return h.hexdigest()
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+        f.write(data)
 
 
 def _fsync_dir(path: Path) -> None:
