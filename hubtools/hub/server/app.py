@@ -42,6 +42,7 @@ from hubtools.hub.server.naming import (
 )
 from hubtools.hub.server.store import (
     CHUNK,
+    BlobBatch,
     CommitOp,
     Entry,
     Principal,
@@ -883,6 +884,14 @@ class HubApp:
         repo, principal = await self.repo_for_write(request)
         rev = request.match_info["rev"]
         create_pr = _as_bool(request.query.get("create_pr"))
+        blobs = self.store.blob_batch()
+        try:
+            return await self._commit(request, repo, principal, rev, create_pr, blobs)
+        finally:
+            await self.run(blobs.discard)  # whatever a refused commit staged; nothing after publish()
+
+    async def _commit(self, request: web.Request, repo: Repo, principal: Principal, rev: str, create_pr: bool,
+                      blobs: BlobBatch) -> web.Response:
         header = None
         ops: list[CommitOp] = []
         async for raw in self._ndjson_lines(request):
@@ -898,7 +907,7 @@ class HubApp:
                     raise bad_request("The first NDJSON line must be the header")
                 header = value
                 continue
-            ops.append(await self._parse_op(key, value))
+            ops.append(await self._parse_op(key, value, blobs))
         if header is None:
             raise bad_request("Empty commit payload: the header line is missing")
         if not ops:
@@ -911,6 +920,7 @@ class HubApp:
             raise bad_request("'summary', 'description' and 'parentCommit' must be strings")
         if create_pr and rev.startswith("refs/pr/"):
             raise bad_request("A pull request must start from a branch")
+        await self.run(blobs.publish)  # durable before the transaction that references them
         async with self.commit_locks[(repo.pk, rev)]:
             sha, pr_num = await self.run(
                 self.store.commit, repo, rev, ops, title=title, message=message, author=principal.user,
@@ -922,7 +932,7 @@ class HubApp:
             out["pullRequestUrl"] = f"{url}/discussions/{pr_num}"
         return web.json_response(out)
 
-    async def _parse_op(self, key: str, value: dict) -> CommitOp:
+    async def _parse_op(self, key: str, value: dict, blobs: BlobBatch) -> CommitOp:
         if key == "file":
             path = check_path(value.get("path"))
             if value.get("encoding", "base64") != "base64" or not isinstance(value.get("content"), str):
@@ -931,7 +941,7 @@ class HubApp:
                 data = base64.b64decode(value["content"], validate=True)
             except (binascii.Error, ValueError):
                 raise bad_request(f"File {path}: invalid base64 content") from None
-            sha256, git_oid = await self.run(self.store.put_blob_bytes, data)
+            sha256, git_oid = await self.run(blobs.add, data)
             return CommitOp("file", path, sha256=sha256, size=len(data), git_oid=git_oid)
         if key == "lfsFile":
             path = check_path(value.get("path"))

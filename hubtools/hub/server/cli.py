@@ -130,11 +130,15 @@ def _existing_store(data_dir: Path) -> Store:
 
 @hub_group.command("fsck")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True)
-@click.option("--gc", is_flag=True, help="Delete orphan blobs older than 1 hour.")
+@click.option("--gc", is_flag=True, help="Delete orphan blobs older than 1 hour (needs the server stopped).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def fsck_command(data_dir: Path, gc: bool, as_json: bool) -> None:
     """Check every referenced blob exists and hashes to its name; report orphans. Exit 1 if damaged."""
-    report = fsck(data_dir, gc=gc)
+    try:
+        report = fsck(data_dir, gc=gc)
+    except DataDirInUse as exc:
+        raise click.ClickException(f"{exc}: stop the server to collect garbage (fsck without --gc only reads, "
+                                   "and runs beside it)") from None
     if as_json:
         click.echo(json.dumps(report.__dict__, indent=2))
     else:
