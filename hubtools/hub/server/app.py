@@ -18,6 +18,7 @@ import json
 import logging
 import multiprocessing
 import os
+import threading
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -145,6 +146,8 @@ class HubApp:
         self.yaml_process = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                                 initializer=parser_process_init, initargs=(os.getpid(),))
         self.cards = CardCache(executor=self.yaml_process)
+        self._dir_cache: dict[tuple[int, str], dict[str, str]] = {}
+        self._dir_cache_lock = threading.Lock()
 
     async def run(self, fn, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(self.pool, lambda: fn(*args, **kwargs))
@@ -513,6 +516,19 @@ class HubApp:
         return web.Response(text=await self.run(collect), content_type="application/json")
 
     # ------------------------------------------------------------------ trees
+    def _dirs(self, repo: Repo, sha: str, manifest: dict[str, Entry]) -> dict[str, str]:
+        """:meth:`_dir_oids` of commit ``sha``, cached: commits never change."""
+        key = (repo.pk, sha)
+        with self._dir_cache_lock:
+            oids = self._dir_cache.get(key)
+        if oids is None:
+            oids = self._dir_oids(manifest)
+            with self._dir_cache_lock:
+                self._dir_cache[key] = oids
+                while len(self._dir_cache) > 32:
+                    self._dir_cache.pop(next(iter(self._dir_cache)))
+        return oids
+
     @staticmethod
     def _dir_oids(manifest: dict[str, Entry]) -> dict[str, str]:
         """Directory oid = sha1 of its sorted (name, child oid) pairs, computed deepest first."""
@@ -535,7 +551,7 @@ class HubApp:
 
     def _tree(self, repo: Repo, sha: str, path: str, recursive: bool) -> list[dict]:
         manifest = self.store.manifest(repo, sha)
-        dirs = self._dir_oids(manifest)
+        dirs = self._dirs(repo, sha, manifest)
         if path:
             if path not in dirs:  # a file too: the Hub answers 404, and the client then lists the parent
                 raise entry_not_found(path, sha)
@@ -558,23 +574,21 @@ class HubApp:
         return entry
 
     def _add_last_commits(self, repo: Repo, sha: str, entries: list[dict]) -> None:
-        """``expand=true``: the newest first-parent commit that changed each entry (walks ≤1000 commits)."""
+        """``expand=true``: the newest first-parent commit that changed each entry (walks ≤1000 commits).
+
+        Each commit records the paths it changed, so this reads one row per changed path instead of
+        comparing whole file lists commit by commit."""
         chain = self.store.history(repo, sha, limit=1000)
-        cache: dict[str, dict[str, str]] = {}
-
-        def oids(commit_sha: str) -> dict[str, str]:
-            if commit_sha not in cache:
-                m = self.store.manifest(repo, commit_sha)
-                cache[commit_sha] = {**{p: e.git_oid for p, e in m.items()}, **self._dir_oids(m)}
-            return cache[commit_sha]
-
+        changes = self.store.changes(repo, [c["sha"] for c in chain])
+        touched: list[set[str]] = []  # per commit: the changed paths and every folder above them
+        for commit in chain:
+            paths = set(changes[commit["sha"]])
+            for p in list(paths):
+                parts = p.split("/")
+                paths.update("/".join(parts[:i]) for i in range(1, len(parts)))
+            touched.append(paths)
         for entry in entries:
-            chosen = chain[-1]
-            for i, commit in enumerate(chain):
-                parent = chain[i + 1]["sha"] if i + 1 < len(chain) else commit["parent"]
-                if parent is None or oids(commit["sha"]).get(entry["path"]) != oids(parent).get(entry["path"]):
-                    chosen = commit
-                    break
+            chosen = next((c for c, paths in zip(chain, touched, strict=True) if entry["path"] in paths), chain[-1])
             entry["lastCommit"] = {"id": chosen["sha"], "title": chosen["title"], "date": chosen["date"]}
 
     def _page(self, request: web.Request, items: list, page_size: int) -> tuple[list, dict[str, str]]:
@@ -625,7 +639,7 @@ class HubApp:
 
         def collect() -> list[dict]:
             manifest = self.store.manifest(repo, sha)
-            dirs = self._dir_oids(manifest)
+            dirs = self._dirs(repo, sha, manifest)
             out = []
             for p in wanted:
                 if p in manifest:

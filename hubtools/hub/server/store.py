@@ -4,12 +4,19 @@ Why this shape (spec section 2.10): blobs are immutable files named by their sha
 and written (temp file, fsync, rename) *before* the database transaction that
 references them; a ref moves only inside that transaction. A crash at any point
 therefore leaves the previous head intact, at worst with orphan blobs for ``fsck``.
+
+A commit's file list (its manifest) is stored as content-addressed chunks of about
+:data:`CHUNK_ENTRIES` entries, cut where a hash of the path says so, plus the list of its chunk
+ids and the paths it changed. A commit that changes one file of a 10k-file repo thus adds one
+chunk and a short list, not 10k rows, and "which commit last changed this path" reads the
+changed paths instead of comparing file lists.
 Every method here is blocking and is called from the server's thread pool; each
 thread gets its own SQLite connection.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fnmatch
 import hashlib
@@ -31,7 +38,11 @@ from hubtools.hub.server.errors import HubError, bad_request, entry_not_found, r
 from hubtools.hub.server.naming import check_namespace, is_commit_id
 
 FORMAT_LINE = "hubtools-hub 1"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 1: a full file list per commit (table ``entries``); 2: chunked manifests
+# A manifest (a commit's sorted file list) is stored as content-addressed chunks whose boundaries
+# depend only on the paths, so a commit that changes one file stores one new chunk (about this
+# many entries) plus the list of chunk ids, not a copy of every entry.
+CHUNK_ENTRIES = 64
 CHUNK = 1 << 20
 
 # The patterns a new repo's .gitattributes marks as LFS (spec 2.4).
@@ -56,10 +67,16 @@ CREATE TABLE IF NOT EXISTS commits(
     repo_pk INTEGER NOT NULL REFERENCES repos(pk) ON DELETE CASCADE, sha TEXT NOT NULL,
     parent_sha TEXT, seq INTEGER NOT NULL, title TEXT NOT NULL, message TEXT NOT NULL,
     author TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY(repo_pk, sha));
-CREATE TABLE IF NOT EXISTS entries(
-    repo_pk INTEGER NOT NULL REFERENCES repos(pk) ON DELETE CASCADE, commit_sha TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS chunk_entries(
+    repo_pk INTEGER NOT NULL REFERENCES repos(pk) ON DELETE CASCADE, chunk_oid TEXT NOT NULL,
     path TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL, is_lfs INTEGER NOT NULL,
-    git_oid TEXT NOT NULL, PRIMARY KEY(repo_pk, commit_sha, path));
+    git_oid TEXT NOT NULL, PRIMARY KEY(repo_pk, chunk_oid, path)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS commit_manifests(
+    repo_pk INTEGER NOT NULL REFERENCES repos(pk) ON DELETE CASCADE, commit_sha TEXT NOT NULL,
+    chunks TEXT NOT NULL, PRIMARY KEY(repo_pk, commit_sha)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS commit_changes(
+    repo_pk INTEGER NOT NULL REFERENCES repos(pk) ON DELETE CASCADE, commit_sha TEXT NOT NULL,
+    path TEXT NOT NULL, PRIMARY KEY(repo_pk, commit_sha, path)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS refs(
     repo_pk INTEGER NOT NULL REFERENCES repos(pk) ON DELETE CASCADE,
     kind TEXT NOT NULL CHECK (kind IN ('branch', 'tag', 'pr')), name TEXT NOT NULL,
@@ -209,9 +226,19 @@ class Store:
         self._local = threading.local()
         self._all_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        self._manifests: collections.OrderedDict[tuple[int, str], dict[str, Entry]] = collections.OrderedDict()
+        self._manifests_lock = threading.Lock()
         conn = self._conn()
+        fresh = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None
         conn.executescript(_SCHEMA)  # idempotent DDL; executescript manages its own transaction
-        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        if fresh:
+            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if version is None or version[0] == "1":
+            self._migrate_from_1()
+        elif version[0] != SCHEMA_VERSION:
+            raise RuntimeError(f"{self.root}: database schema {version[0]} is newer than this hubtools "
+                               f"(schema {SCHEMA_VERSION})")
 
     # ------------------------------------------------------------------ set-up
     def _take_lock(self) -> None:
@@ -378,11 +405,8 @@ class Store:
                 "VALUES (?, ?, NULL, 0, 'initial commit', '', ?, ?)",
                 (pk, sha, author, utc_iso(now)),
             )
-            conn.execute(
-                "INSERT INTO entries(repo_pk, commit_sha, path, sha256, size, is_lfs, git_oid) "
-                "VALUES (?, ?, '.gitattributes', ?, ?, 0, ?)",
-                (pk, sha, blob[0], len(DEFAULT_GITATTRIBUTES), blob[1]),
-            )
+            attrs = Entry(".gitattributes", blob[0], len(DEFAULT_GITATTRIBUTES), False, blob[1])
+            _write_manifest(conn, pk, sha, {attrs.path: attrs}, {})
             conn.execute("INSERT INTO refs(repo_pk, kind, name, target_sha) VALUES (?, 'branch', 'main', ?)", (pk, sha))
         repo = self.get_repo(repo_type, ns, name)
         assert repo is not None
@@ -449,19 +473,39 @@ class Store:
             cur = row["parent"]
         return out
 
-    def manifest(self, repo: Repo, sha: str) -> dict[str, Entry]:
-        rows = self.read().execute(
-            "SELECT path, sha256, size, is_lfs, git_oid FROM entries WHERE repo_pk = ? AND commit_sha = ? ORDER BY path",
-            (repo.pk, sha),
-        )
-        return {r[0]: Entry(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows}
+    def manifest(self, repo: Repo, sha: str, conn: sqlite3.Connection | None = None) -> dict[str, Entry]:
+        """The files of commit ``sha``, sorted by path. Commits never change, so recent manifests
+        are kept in memory (read-only: callers copy before changing one)."""
+        key = (repo.pk, sha)
+        with self._manifests_lock:
+            hit = self._manifests.get(key)
+            if hit is not None:
+                self._manifests.move_to_end(key)
+                return hit
+        manifest = _read_manifest(conn or self.read(), repo.pk, sha)
+        with self._manifests_lock:
+            self._manifests[key] = manifest
+            while len(self._manifests) > MANIFEST_CACHE:
+                self._manifests.popitem(last=False)
+        return manifest
 
     def entry(self, repo: Repo, sha: str, path: str) -> Entry | None:
-        r = self.read().execute(
-            "SELECT path, sha256, size, is_lfs, git_oid FROM entries WHERE repo_pk = ? AND commit_sha = ? AND path = ?",
-            (repo.pk, sha, path),
-        ).fetchone()
-        return None if r is None else Entry(r[0], r[1], r[2], bool(r[3]), r[4])
+        return self.manifest(repo, sha).get(path)
+
+    def changes(self, repo: Repo, shas: list[str]) -> dict[str, set[str]]:
+        """commit sha -> the paths it added, changed or deleted (compared with its parent)."""
+        out: dict[str, set[str]] = {sha: set() for sha in shas}
+        conn = self.read()
+        for i in range(0, len(shas), 500):
+            part = shas[i : i + 500]
+            rows = conn.execute(
+                f"SELECT commit_sha, path FROM commit_changes WHERE repo_pk = ? AND commit_sha IN "  # noqa: S608
+                f"({', '.join('?' * len(part))})",
+                (repo.pk, *part),
+            )
+            for sha, path in rows:
+                out[sha].add(path)
+        return out
 
     def create_ref(self, repo: Repo, kind: str, name: str, target: str) -> None:
         with self.transaction() as conn:
@@ -514,11 +558,7 @@ class Store:
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (repo.pk, sha, head, seq + 1, title, message, author, utc_iso()),
                 )
-                conn.executemany(
-                    "INSERT INTO entries(repo_pk, commit_sha, path, sha256, size, is_lfs, git_oid) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(repo.pk, sha, e.path, e.sha256, e.size, int(e.is_lfs), e.git_oid) for e in manifest.values()],
-                )
+                _write_manifest(conn, repo.pk, sha, manifest, self.manifest(repo, head, conn))
                 conn.executemany(
                     "INSERT OR IGNORE INTO repo_lfs(repo_pk, sha256, size) VALUES (?, ?, ?)",
                     [(repo.pk, e.sha256, e.size) for e in manifest.values() if e.is_lfs],
@@ -556,13 +596,7 @@ class Store:
         return sha
 
     def _apply(self, conn: sqlite3.Connection, repo: Repo, head: str, ops: list[CommitOp]) -> dict[str, Entry]:
-        manifest = {
-            r[0]: Entry(r[0], r[1], r[2], bool(r[3]), r[4])
-            for r in conn.execute(
-                "SELECT path, sha256, size, is_lfs, git_oid FROM entries WHERE repo_pk = ? AND commit_sha = ?",
-                (repo.pk, head),
-            )
-        }
+        manifest = dict(self.manifest(repo, head, conn))
         for op in ops:
             if op.kind == "file":
                 manifest[op.path] = Entry(op.path, op.sha256, op.size, False, op.git_oid)
@@ -600,6 +634,33 @@ class Store:
                 if "/".join(parts[:i]) in paths:
                     raise HubError(409, f"'{'/'.join(parts[:i])}' is a file; cannot create '{p}' under it")
         return manifest
+
+    # ------------------------------------------------------------------ migration
+    def _migrate_from_1(self) -> None:
+        """Schema 1 (a full file list per commit) -> 2 (chunked manifests and per-commit changes), in
+        one transaction, under the data-dir lock: all or nothing, never beside a server."""
+        took_lock = self._lock_file is None
+        if took_lock:
+            try:
+                self._take_lock()
+            except DataDirInUse as exc:
+                raise RuntimeError(f"{exc}: its database needs upgrading to this hubtools' storage format; "
+                                   "stop that server, then start this version") from None
+        try:
+            with self.transaction() as conn:
+                has_old = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'entries'").fetchone()
+                if has_old:
+                    commits = conn.execute("SELECT repo_pk, sha, parent_sha FROM commits ORDER BY repo_pk, seq")
+                    for repo_pk, sha, parent in commits.fetchall():
+                        old = _read_old_manifest(conn, repo_pk, parent) if parent else {}
+                        _write_manifest(conn, repo_pk, sha, _read_old_manifest(conn, repo_pk, sha), old)
+                    conn.execute("DROP TABLE entries")
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+                             (SCHEMA_VERSION,))
+        finally:
+            if took_lock and self._lock_file is not None:
+                self._lock_file.close()
+                self._lock_file = None
 
     # ------------------------------------------------------------------ blobs
     def blob_path(self, sha256: str) -> Path:
@@ -651,7 +712,7 @@ class Store:
     def fsck(self, gc: bool = False, min_age_s: float = 3600.0) -> FsckReport:
         report = FsckReport()
         conn = self.read()
-        referenced = {r[0] for r in conn.execute("SELECT DISTINCT sha256 FROM entries")}
+        referenced = {r[0] for r in conn.execute("SELECT DISTINCT sha256 FROM chunk_entries")}
         referenced |= {r[0] for r in conn.execute("SELECT DISTINCT sha256 FROM repo_lfs")}
         stored = {p.name: p for p in self.blobs_dir.glob("*/*/*") if p.is_file()}
         report.blobs = len(stored)
@@ -762,6 +823,79 @@ def new_token() -> str:
 def _commit_sha(repo: str, parent: str | None, digest: str, title: str, message: str, author: str, ns: int) -> str:
     parts = [repo, parent or "", digest, title, message, author, str(ns), secrets.token_hex(16)]
     return hashlib.sha1("\0".join(parts).encode()).hexdigest()
+
+
+MANIFEST_CACHE = 64
+
+
+def _chunk_ends_after(path: str) -> bool:
+    """Whether a chunk ends after ``path``: decided by the path alone, so a change to one file
+    leaves every other chunk as it was."""
+    return int.from_bytes(hashlib.sha1(path.encode()).digest()[:4], "big") % CHUNK_ENTRIES == 0
+
+
+def _chunks(manifest: dict[str, Entry]) -> list[tuple[str, list[Entry]]]:
+    """The sorted manifest cut into (chunk id, entries); the id is a hash of the entries."""
+    out: list[tuple[str, list[Entry]]] = []
+    current: list[Entry] = []
+    for path in sorted(manifest):
+        current.append(manifest[path])
+        if _chunk_ends_after(path):
+            out.append((_chunk_oid(current), current))
+            current = []
+    if current:
+        out.append((_chunk_oid(current), current))
+    return out
+
+
+def _chunk_oid(entries: list[Entry]) -> str:
+    h = hashlib.sha256()
+    for e in entries:
+        h.update(f"{e.path}\0{e.sha256}\0{e.size}\0{int(e.is_lfs)}\0{e.git_oid}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def _write_manifest(conn: sqlite3.Connection, repo_pk: int, sha: str, manifest: dict[str, Entry],
+                    parent: dict[str, Entry]) -> None:
+    """Store commit ``sha``'s manifest (new chunks only) and the paths it changed from ``parent``."""
+    chunks = _chunks(manifest)
+    conn.executemany(
+        "INSERT OR IGNORE INTO chunk_entries(repo_pk, chunk_oid, path, sha256, size, is_lfs, git_oid) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(repo_pk, oid, e.path, e.sha256, e.size, int(e.is_lfs), e.git_oid)
+         for oid, entries in chunks
+         if conn.execute("SELECT 1 FROM chunk_entries WHERE repo_pk = ? AND chunk_oid = ? LIMIT 1",
+                         (repo_pk, oid)).fetchone() is None
+         for e in entries],
+    )
+    conn.execute("INSERT INTO commit_manifests(repo_pk, commit_sha, chunks) VALUES (?, ?, ?)",
+                 (repo_pk, sha, " ".join(oid for oid, _ in chunks)))
+    changed = [p for p in manifest.keys() | parent.keys() if manifest.get(p) != parent.get(p)]
+    conn.executemany("INSERT INTO commit_changes(repo_pk, commit_sha, path) VALUES (?, ?, ?)",
+                     [(repo_pk, sha, p) for p in changed])
+
+
+def _read_manifest(conn: sqlite3.Connection, repo_pk: int, sha: str) -> dict[str, Entry]:
+    row = conn.execute("SELECT chunks FROM commit_manifests WHERE repo_pk = ? AND commit_sha = ?",
+                       (repo_pk, sha)).fetchone()
+    oids = row[0].split() if row else []
+    entries: list[Entry] = []
+    for i in range(0, len(oids), 500):
+        part = oids[i : i + 500]
+        rows = conn.execute(
+            "SELECT path, sha256, size, is_lfs, git_oid FROM chunk_entries WHERE repo_pk = ? AND chunk_oid IN "  # noqa: S608
+            f"({', '.join('?' * len(part))})",
+            (repo_pk, *part),
+        )
+        entries += [Entry(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
+    entries.sort(key=lambda e: e.path)
+    return {e.path: e for e in entries}
+
+
+def _read_old_manifest(conn: sqlite3.Connection, repo_pk: int, sha: str) -> dict[str, Entry]:
+    rows = conn.execute("SELECT path, sha256, size, is_lfs, git_oid FROM entries WHERE repo_pk = ? AND commit_sha = ?",
+                        (repo_pk, sha))
+    return {r[0]: Entry(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows}
 
 
 def _manifest_digest(manifest: dict[str, Entry]) -> str:
