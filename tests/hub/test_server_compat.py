@@ -116,3 +116,16 @@ def test_a_lost_blob_is_an_error_status_before_any_body(hub, api, repo_id, tmp_p
     assert err.value.__cause__.response.status_code == 507
     assert "hubtools hub fsck" in str(err.value.__cause__)
     assert time.perf_counter() - started < 5  # answered at once: 507 is not a status the client retries
+
+
+def test_formatted_commits_and_tag_on_an_unknown_revision(hub, api, repo_id):
+    api.create_repo(repo_id)
+    api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id, commit_message="Add <x>",
+                    commit_description="First line & more.\n\nSecond paragraph.")
+    newest = api.list_repo_commits(repo_id, formatted=True)[0]
+    assert newest.formatted_title == "Add &lt;x&gt;"
+    assert newest.formatted_message == "<p>First line &amp; more.</p><p>Second paragraph.</p>"
+    assert api.list_repo_commits(repo_id)[0].formatted_title is None
+    r = httpx2.post(f"{hub.url}/api/models/{repo_id}/tag/no-such-rev", json={"tag": "bad name"},
+                    headers={"Authorization": f"Bearer {hub.write_token}"})
+    assert r.status_code == 404 and r.headers["x-error-code"] == "RevisionNotFound"

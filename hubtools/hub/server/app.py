@@ -14,6 +14,7 @@ import binascii
 import collections
 import hashlib
 import hmac
+import html
 import json
 import logging
 import multiprocessing
@@ -120,6 +121,14 @@ def _hub_tags(repo_type: str, card: dict) -> list[str]:
     else:
         tags += [f"license:{v}" for v in _as_list(card.get("license"))]
     return list(dict.fromkeys(tags))
+
+
+def _formatted(title: str, message: str) -> dict:
+    """``list_repo_commits(formatted=True)``: title and message as HTML (escaped text, one
+    paragraph per blank-line-separated block of the message)."""
+    paragraphs = [p.strip() for p in message.split("\n\n") if p.strip()]
+    return {"title": html.escape(title),
+            "message": "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)}
 
 
 def _no_namespace_repo(request: web.Request) -> HubError:
@@ -656,8 +665,10 @@ class HubApp:
         repo, _ = await self.repo_for_read(request)
         sha = await self.run(self.store.resolve, repo, request.match_info["rev"])
         chain = await self.run(self.store.history, repo, sha)
+        formatted = "formatted" in request.query.getall("expand[]", [])
         items = [{"id": c["sha"], "title": c["title"], "message": c["message"], "date": c["date"],
-                  "authors": [{"user": c["author"]}]} for c in chain]
+                  "authors": [{"user": c["author"]}],
+                  **({"formatted": _formatted(c["title"], c["message"])} if formatted else {})} for c in chain]
         page, headers = self._page(request, items, self.cfg.page_size)
         return web.json_response(page, headers=headers)
 
@@ -695,10 +706,11 @@ class HubApp:
         repo, _ = await self.repo_for_write(request)
         body = await self.json_body(request)
         tag = body.get("tag")
+        # The revision first, as on the Hub: an unknown one is 404 whatever the tag's name.
+        target = await self.run(self.store.resolve, repo, request.match_info["rev"])
         if not isinstance(tag, str):
             raise bad_request("'tag' must be a string")
         check_ref_name(tag)
-        target = await self.run(self.store.resolve, repo, request.match_info["rev"])
         await self.run(self.store.create_ref, repo, "tag", tag, target)
         return web.json_response({})
 

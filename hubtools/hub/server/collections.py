@@ -47,7 +47,7 @@ class CollectionStore:
         return (
             self.store.read()
             .execute(
-                "SELECT slug, ns, title, description, private, updated_at FROM collections WHERE slug = ?",
+                "SELECT slug, ns, title, description, private, updated_at, theme FROM collections WHERE slug = ?",
                 (slug,),
             )
             .fetchone()
@@ -138,7 +138,7 @@ class CollectionStore:
         row = self.row(slug)
         if row is None:
             return None
-        _, ns, title, description, private, updated = row
+        _, ns, title, description, private, updated, theme = row
         out: dict[str, Any] = {
             "slug": slug,
             "title": title,
@@ -157,7 +157,7 @@ class CollectionStore:
             ],
             "lastUpdated": updated,
             "private": bool(private),
-            "theme": "default",
+            "theme": theme,
             "upvotes": 0,
             "isUpvotedByUser": False,
         }
@@ -244,10 +244,13 @@ def add_collection_routes(router: web.UrlDispatcher, hub: Any) -> None:
         slug, principal = await writable(request)
         body = await hub.json_body(request)
         changes: dict[str, Any] = {}
+        if "position" in body:
+            raise bad_request("Reordering collections ('position') is not supported by hubtools hub")
         for key, column, kind in (
             ("title", "title", str),
             ("description", "description", str),
             ("private", "private", bool),
+            ("theme", "theme", str),
         ):
             if key in body:
                 if not isinstance(body[key], kind):

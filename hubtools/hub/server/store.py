@@ -86,7 +86,7 @@ CREATE TABLE IF NOT EXISTS repo_lfs(
     size INTEGER NOT NULL, PRIMARY KEY(repo_pk, sha256));
 CREATE TABLE IF NOT EXISTS collections(
     slug TEXT PRIMARY KEY, ns TEXT NOT NULL, title TEXT NOT NULL, description TEXT, private INTEGER NOT NULL,
-    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, UNIQUE(ns, title));
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, theme TEXT NOT NULL DEFAULT 'default', UNIQUE(ns, title));
 CREATE TABLE IF NOT EXISTS collection_items(
     slug TEXT NOT NULL REFERENCES collections(slug) ON DELETE CASCADE, object_id TEXT NOT NULL,
     item_type TEXT NOT NULL, item_id TEXT NOT NULL, position INTEGER NOT NULL, note TEXT,
@@ -233,6 +233,8 @@ class Store:
         conn.executescript(_SCHEMA)  # idempotent DDL; executescript manages its own transaction
         if fresh:
             conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        if "theme" not in {r[1] for r in conn.execute("PRAGMA table_info(collections)")}:  # added in schema 2
+            conn.execute("ALTER TABLE collections ADD COLUMN theme TEXT NOT NULL DEFAULT 'default'")
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if version is None or version[0] == "1":
             self._migrate_from_1()
