@@ -228,6 +228,7 @@ class Store:
         self._conns_lock = threading.Lock()
         self._manifests: collections.OrderedDict[tuple[int, str], dict[str, Entry]] = collections.OrderedDict()
         self._manifests_lock = threading.Lock()
+        self._cached_entries = 0
         conn = self._conn()
         fresh = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None
         conn.executescript(_SCHEMA)  # idempotent DDL; executescript manages its own transaction
@@ -486,9 +487,12 @@ class Store:
                 return hit
         manifest = _read_manifest(conn or self.read(), repo.pk, sha)
         with self._manifests_lock:
-            self._manifests[key] = manifest
-            while len(self._manifests) > MANIFEST_CACHE:
-                self._manifests.popitem(last=False)
+            if key not in self._manifests:
+                self._manifests[key] = manifest
+                self._cached_entries += len(manifest)
+            while self._cached_entries > MANIFEST_CACHE_ENTRIES and len(self._manifests) > 1:
+                _, dropped = self._manifests.popitem(last=False)
+                self._cached_entries -= len(dropped)
         return manifest
 
     def entry(self, repo: Repo, sha: str, path: str) -> Entry | None:
@@ -827,7 +831,7 @@ def _commit_sha(repo: str, parent: str | None, digest: str, title: str, message:
     return hashlib.sha1("\0".join(parts).encode()).hexdigest()
 
 
-MANIFEST_CACHE = 64
+MANIFEST_CACHE_ENTRIES = 200_000  # entries of all cached manifests together: some 80 MB at most
 
 
 def _chunk_ends_after(path: str) -> bool:
