@@ -79,7 +79,10 @@ def test_missing_config_file_is_a_config_error(tmp_path):
 def test_hub_token_and_fsck_commands(tmp_path):
     runner = CliRunner()
     data = tmp_path / "hub"
-    created = runner.invoke(main, ["hub", "token", "create", "--data", str(data), "--user", "ann", "--role", "read"])
+    create = ["hub", "token", "create", "--data", str(data), "--user", "ann", "--role", "read"]
+    refused = runner.invoke(main, create)  # a mistyped --data must not silently start a new hub
+    assert refused.exit_code == 1 and "no hub data dir" in refused.output and not data.exists()
+    created = runner.invoke(main, [*create, "--init"])
     assert created.exit_code == 0, created.output
     token = created.output.strip()
     assert token.startswith("hf_") and len(token) == 37

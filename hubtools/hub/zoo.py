@@ -118,6 +118,7 @@ class ZooEntry:
     reproduce: str = UNKNOWN
     sha: str = UNKNOWN
     last_modified: str = UNKNOWN
+    private: bool = False
     warnings: list[str] = field(default_factory=list)
 
     def metric(self, name: str) -> list[float]:
@@ -154,6 +155,8 @@ def catalogue_features() -> Any:
             schema[f.name] = List(metric)
         elif str(f.type).startswith("list"):
             schema[f.name] = List(text)
+        elif f.name == "private":
+            schema[f.name] = Value("bool")
         else:
             schema[f.name] = text
     return Features(schema)
@@ -346,7 +349,7 @@ def _entry_from_info(info: Any, repo_type: str) -> ZooEntry:
     card = card_data.to_dict() if card_data is not None else None
     files = [s.rfilename for s in (getattr(info, "siblings", None) or [])]
     modified = getattr(info, "last_modified", None)
-    return entry_from_card(
+    entry = entry_from_card(
         info.id,
         repo_type,
         card,
@@ -354,6 +357,8 @@ def _entry_from_info(info: Any, repo_type: str) -> ZooEntry:
         sha=getattr(info, "sha", None) or UNKNOWN,
         last_modified=modified.isoformat() if modified else UNKNOWN,
     )
+    entry.private = bool(getattr(info, "private", False))
+    return entry
 
 
 def build_index(author: str, *, api: Any = None, search: str | None = None) -> list[ZooEntry]:
@@ -602,12 +607,28 @@ def save_catalogue(entries: Sequence[ZooEntry], folder: str | Path, *, repo_id: 
     return Path(folder)
 
 
-def publish_catalogue(folder: str | Path, repo_id: str, *, token: str | None = None) -> str:
-    """Push a :func:`save_catalogue` folder as the dataset ``repo_id``; returns the commit URL."""
+def publish_catalogue(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool = False) -> str:
+    """Push a :func:`save_catalogue` folder as the dataset ``repo_id``; returns the commit URL.
+
+    With ``private`` the repo is created private, or made private *before* the push when it exists,
+    so a catalogue listing private repos is never readable by others, not even for a moment.
+    It is never made public here: a catalogue someone made private stays private.
+    """
+    from huggingface_hub import HfApi
+
     from hubtools.hub.publish import push_artifact
 
+    if private:
+        api = HfApi(token=token)
+        api.create_repo(repo_id, repo_type="dataset", private=True, exist_ok=True)
+        api.update_repo_settings(repo_id, repo_type="dataset", private=True)
     commit = push_artifact(
-        folder, repo_id, repo_type="dataset", token=token, commit_message="Update the hubtools zoo catalogue"
+        folder,
+        repo_id,
+        repo_type="dataset",
+        private=private,
+        token=token,
+        commit_message="Update the hubtools zoo catalogue",
     )
     return commit.commit_url
 
@@ -669,8 +690,10 @@ def sync_collections(entries: Sequence[ZooEntry], author: str, *, api: Any = Non
     """Mirror :func:`collections` as Hub collections of ``author`` titled ``Zoo: <modality>``.
 
     Each collection ends up holding exactly its group's repos (stale items and collections of
-    modalities no longer present are removed). Returns title -> collection slug, or ``{}`` when
-    the Hub has no collections API; the catalogue's ``collections`` config still has the grouping.
+    modalities no longer present are removed). A collection that lists a private repo is made
+    private (before the item is added); none is made public here. Returns title -> collection
+    slug, or ``{}`` when the Hub has no collections API; the catalogue's ``collections`` config
+    still has the grouping.
     """
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
@@ -690,12 +713,16 @@ def sync_collections(entries: Sequence[ZooEntry], author: str, *, api: Any = Non
     slugs: dict[str, str] = {}
     for name, members in collections(entries).items():
         title = (COLLECTION_PREFIX + name)[:60]
+        private = any(e.private for e in members)
         coll = api.create_collection(
             title,
             namespace=author,
             description=f"hubtools zoo: artifacts whose modality is {name}.",
+            private=private,
             exists_ok=True,
         )
+        if private and not coll.private:
+            api.update_collection_metadata(coll.slug, private=True)
         wanted = {(e.repo_type, e.repo_id): e for e in members}
         for item in coll.items:
             if (item.item_type, item.item_id) not in wanted:
@@ -725,11 +752,16 @@ def index_and_publish(
     author: str, *, repo_id: str | None = None, out_dir: str | Path, api: Any = None, push: bool = True
 ) -> ZooIndex:
     """:func:`build_index` + :func:`save_catalogue`; with ``push``, also :func:`publish_catalogue` to
-    ``repo_id`` (default ``AUTHOR/zoo``) and :func:`sync_collections`."""
+    ``repo_id`` (default ``AUTHOR/zoo``) and :func:`sync_collections`.
+
+    Private repos the token can list are catalogued with ``private=True``, and then the catalogue
+    dataset is private too (see :func:`publish_catalogue`): it names them and copies their cards.
+    """
     repo_id = repo_id or f"{author}/{CATALOGUE_NAME}"
     entries = build_index(author, api=api)
     index = ZooIndex(entries, save_catalogue(entries, out_dir, repo_id=repo_id))
     if push:
-        publish_catalogue(index.folder, repo_id, token=getattr(api, "token", None))
+        publish_catalogue(index.folder, repo_id, token=getattr(api, "token", None),
+                          private=any(e.private for e in entries))
         index.collections = sync_collections(entries, author, api=api)
     return index

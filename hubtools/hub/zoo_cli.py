@@ -113,7 +113,11 @@ def _select(catalogue: str, query: str | None, **filters):  # noqa: ANN003, ANN2
 @click.option("--no-push", is_flag=True, help="Only write the local folder.")
 @click.pass_context
 def index_command(ctx: click.Context, author: str, repo_id: str | None, out: Path, no_push: bool) -> None:
-    """Catalogue every model, dataset and Space of AUTHOR from their cards and publish it as a dataset."""
+    """Catalogue every model, dataset and Space of AUTHOR from their cards and publish it as a dataset.
+
+    Private repos the token can see are catalogued too; the catalogue dataset and every zoo
+    collection that lists one are then made private, so nothing private is published.
+    """
     from huggingface_hub import HfApi
 
     from hubtools.hub.zoo import index_and_publish, print_table
@@ -124,7 +128,10 @@ def index_command(ctx: click.Context, author: str, repo_id: str | None, out: Pat
         author, repo_id=repo_id, out_dir=out, api=HfApi(token=ctx.obj["token"]), push=not no_push
     )
     print_table(index.entries)
+    private = any(e.private for e in index.entries)
     target = "" if no_push else f", published as datasets/{repo_id or f'{author}/zoo'}"
+    if private and not no_push:
+        target += " (private: it lists private repos)"
     click.echo(f"catalogue: {index.folder}{target}")
     for title, slug in index.collections.items():
         click.echo(f"collection: {title} -> {slug}")

@@ -104,3 +104,14 @@ def test_bad_collection_requests_are_4xx(hub, repos):
         api.get_collection(f"{hub.user}/nothing-{tag}")
     assert err.value.response.status_code == 404
     assert api.get_collection(coll.slug).items == []
+
+
+def test_theme_is_stored_and_position_is_refused(hub, repos):
+    api, _, _, tag = repos
+    coll = api.create_collection(f"themed {tag}")
+    assert coll.theme == "default"
+    assert api.update_collection_metadata(coll.slug, theme="pink").theme == "pink"
+    assert api.get_collection(coll.slug).theme == "pink"
+    with pytest.raises(HfHubHTTPError) as err:
+        api.update_collection_metadata(coll.slug, position=2)
+    assert err.value.response.status_code == 400

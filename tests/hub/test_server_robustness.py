@@ -556,7 +556,7 @@ def test_same_content_uploaded_in_parallel_is_one_blob(hub, repo_id, tmp_path):
         list(pool.map(upload, range(4)))
 
     assert [p for p in blob_files(hub.data_dir) if p.name == oid] == [blob_path(hub.data_dir, oid)]
-    assert blob_path(hub.data_dir, oid).stat().st_mode & 0o777 == 0o444
+    assert blob_path(hub.data_dir, oid).stat().st_mode & 0o777 == 0o400  # read-only, and private to the server's user
     assert tmp_entries(hub.data_dir) - tmp_before == set(), "temp files left behind"
     tree = {e.path: e for e in api.list_repo_tree(repo_id, recursive=True) if isinstance(e, RepoFile)}
     for i in range(4):

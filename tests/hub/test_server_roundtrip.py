@@ -36,7 +36,6 @@ from huggingface_hub import (
     snapshot_download,
 )
 from huggingface_hub.errors import (
-    BadRequestError,
     HfHubHTTPError,
     RemoteEntryNotFoundError,
     RepositoryNotFoundError,
@@ -411,7 +410,7 @@ def test_03_listings(hub, api, repo_id, tmp_path):
     assert set(tree_by_path(api, repo_id, path_in_repo="dir with space")) == {UNICODE_PATH}
     with pytest.raises(RemoteEntryNotFoundError):
         list(api.list_repo_tree(repo_id, path_in_repo="missing"))
-    with pytest.raises(BadRequestError):
+    with pytest.raises(RemoteEntryNotFoundError):  # a file is not a folder: 404, as on the Hub
         list(api.list_repo_tree(repo_id, path_in_repo="hello.txt"))
 
     # A directory unchanged between c1 and c2 keeps its oid; one pinned at c1 shows the old config.

@@ -14,20 +14,24 @@ import binascii
 import collections
 import hashlib
 import hmac
+import html
 import json
 import logging
+import multiprocessing
 import os
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+import uuid
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-import yaml
 from aiohttp import web
 
 from hubtools.hub.server.collections import add_collection_routes
 from hubtools.hub.server.errors import HubError, bad_request, entry_not_found, repo_not_found
+from hubtools.hub.server.metadata import CardCache, ParsedCard, metadata_errors, parser_process_init
 from hubtools.hub.server.naming import (
     REPO_TYPES,
     URL_PREFIX,
@@ -40,6 +44,7 @@ from hubtools.hub.server.naming import (
 )
 from hubtools.hub.server.store import (
     CHUNK,
+    BlobBatch,
     CommitOp,
     Entry,
     Principal,
@@ -55,6 +60,9 @@ log = logging.getLogger("hubtools.hub")
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
 IDLE_READ_S = 60.0
 NO_XET = "hubtools hub has no Xet storage: set HF_HUB_DISABLE_XET=1"
+# validate-yaml takes whole cards, unauthenticated: no bigger than the largest regular (non-LFS)
+# file huggingface.co accepts. The YAML header inside is capped again, at metadata.MAX_YAML_BYTES.
+MAX_CARD_BYTES = 10 * 2**20
 
 
 @dataclass
@@ -82,25 +90,53 @@ def _error_response(err: HubError, head: bool) -> web.Response:
     return web.json_response({"error": err.message}, status=err.status, headers=headers)
 
 
+# The Hub's sort names (as the client sends them) -> the info key they order by.
+LIST_SORT_KEYS = {"lastModified": "lastModified", "createdAt": "createdAt", "id": "id", "downloads": "downloads",
+                  "likes": "likes", "trendingScore": "trendingScore"}
+# Card keys a dataset's tags are derived from, as on the Hub ("task_categories:text-classification").
+DATASET_TAG_KEYS = ("task_categories", "task_ids", "language", "license", "size_categories", "multilinguality",
+                    "source_datasets", "annotations_creators", "language_creators")
+
+
+def _as_list(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _hub_tags(repo_type: str, card: dict) -> list[str]:
+    """A repo's tags as the Hub lists them: the card's own, then those derived from its metadata
+    (what ``filter=`` matches: a model's pipeline tag, library, languages, ``license:X``,
+    ``dataset:X``, ``base_model:X``; a dataset's ``task_categories:X``, ``language:X``, ...)."""
+    tags = _as_list(card.get("tags"))
+    if repo_type == "model":
+        tags += _as_list(card.get("library_name")) + _as_list(card.get("pipeline_tag"))
+        tags += _as_list(card.get("language"))
+        tags += [f"license:{v}" for v in _as_list(card.get("license"))]
+        tags += [f"dataset:{v}" for v in _as_list(card.get("datasets"))]
+        tags += [f"base_model:{v}" for v in _as_list(card.get("base_model"))]
+    elif repo_type == "dataset":
+        for key in DATASET_TAG_KEYS:
+            tags += [f"{key}:{v}" for v in _as_list(card.get(key))]
+    else:
+        tags += [f"license:{v}" for v in _as_list(card.get("license"))]
+    return list(dict.fromkeys(tags))
+
+
+def _formatted(title: str, message: str) -> dict:
+    """``list_repo_commits(formatted=True)``: title and message as HTML (escaped text, one
+    paragraph per blank-line-separated block of the message)."""
+    paragraphs = [p.strip() for p in message.split("\n\n") if p.strip()]
+    return {"title": html.escape(title),
+            "message": "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)}
+
+
+def _no_namespace_repo(request: web.Request) -> HubError:
+    return repo_not_found(404 if request.headers.get("Authorization") else 401)
+
+
 def _as_bool(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes")
-
-
-def _front_matter(text: str) -> dict | None:
-    """The YAML header of a card, or None; raises ValueError if present but unparseable."""
-    if not text.startswith("---"):
-        return None
-    lines = text.splitlines()
-    try:
-        end = next(i for i in range(1, len(lines)) if lines[i].strip() == "---")
-    except StopIteration:
-        raise ValueError("front matter is not closed by a '---' line") from None
-    data = yaml.safe_load("\n".join(lines[1:end]))
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError("front matter is not a mapping")
-    return data
 
 
 class HubApp:
@@ -112,6 +148,15 @@ class HubApp:
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hubtools-hub")
         self.commit_locks: dict[tuple[int, str], asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self.request_log: collections.deque = collections.deque(maxlen=100_000)
+        # Card parsing is CPU-bound and validate-yaml is open to anyone: two threads of its own keep a
+        # flood of such calls from occupying the pool every other request needs, and large headers
+        # are parsed in one worker process (started on first use) so they never hold this process's GIL.
+        self.yaml_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hubtools-hub-yaml")
+        self.yaml_process = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=parser_process_init, initargs=(os.getpid(),))
+        self.cards = CardCache(executor=self.yaml_process)
+        self._dir_cache: dict[tuple[int, str], dict[str, str]] = {}
+        self._dir_cache_lock = threading.Lock()
 
     async def run(self, fn, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(self.pool, lambda: fn(*args, **kwargs))
@@ -166,7 +211,7 @@ class HubApp:
             rtype = info.get("rtype", "model")
         ns, name = info["ns"], info["name"]
         if rtype == "model" and ns in ("datasets", "spaces"):
-            raise bad_request(f"Invalid repo id '{ns}/{name}'")
+            raise _no_namespace_repo(request)  # /datasets/NAME/resolve/...: a dataset id without namespace
         return rtype, check_namespace(ns), check_repo_part(name, "repo name")
 
     async def repo_for_read(self, request: web.Request) -> tuple[Repo, Principal | None]:
@@ -246,14 +291,32 @@ class HubApp:
         })
 
     async def validate_yaml(self, request: web.Request) -> web.Response:
+        """``RepoCard.validate`` and ``create_commit`` of a README: 200, or 400 with the Hub's error list.
+
+        The client reads the body as JSON before it checks the status, so every answer is JSON.
+        """
+        if request.content_length is not None and request.content_length > MAX_CARD_BYTES:
+            raise HubError(413, f"Card larger than {MAX_CARD_BYTES} bytes")
+        raw = await self.read_body(request, MAX_CARD_BYTES)
         try:
-            body = json.loads(await self.read_body(request, self.cfg.max_line_bytes) or b"{}")
-            content = body.get("content", "") if isinstance(body, dict) else ""
-            _front_matter(content if isinstance(content, str) else "")
-        except (ValueError, yaml.YAMLError) as exc:
-            msg = f"Invalid YAML in the card metadata: {exc}"
-            return web.json_response({"errors": [{"message": msg}], "warnings": []}, status=400,
-                                     headers={"X-Error-Message": " ".join(msg.split())[:500]})
+            body = json.loads(raw or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise bad_request(f"Malformed JSON body: {exc}") from None
+        content = body.get("content", "") if isinstance(body, dict) else ""
+        repo_type = body.get("repoType") if isinstance(body, dict) else None
+        if not isinstance(content, str):
+            raise bad_request("'content' must be a string")
+        if repo_type not in (None, "model", "dataset", "space"):
+            raise bad_request(f"Invalid repoType '{repo_type}'")
+        key = hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
+        loop = asyncio.get_running_loop()
+        card = await loop.run_in_executor(self.yaml_pool, self.cards.parse, key, lambda: content)
+        if card.too_large:
+            raise HubError(413, card.error)
+        errors = [card.error] if card.error else metadata_errors(card.meta or {}, repo_type or "model")
+        if errors:
+            return web.json_response({"errors": [{"message": m} for m in errors], "warnings": []}, status=400,
+                                     headers={"X-Error-Message": " ".join(errors[0].split())[:500]})
         return web.json_response({"errors": [], "warnings": []})
 
     # ------------------------------------------------------------------ repos
@@ -283,14 +346,14 @@ class HubApp:
         sdk = body.get("sdk")
         if rtype == "space" and sdk not in ("gradio", "docker", "static", "streamlit"):
             raise bad_request(f"Invalid space sdk '{sdk}': one of gradio, docker, static, streamlit")
-        existing = await self.run(self.store.find_repo_nocase, rtype, ns, name)
+        existing = await self.run(self.store.get_repo, rtype, ns, name)
         if existing is None:
             try:
                 repo = await self.run(self.store.create_repo, rtype, ns, name, private, sdk, principal.user)
             except HubError as err:
                 if err.status != 409:
                     raise
-                existing = await self.run(self.store.find_repo_nocase, rtype, ns, name)
+                existing = await self.run(self.store.get_repo, rtype, ns, name)
             else:
                 url = self.repo_url(request, repo)
                 return web.json_response({"url": url, "name": repo.id, "id": repo.id})
@@ -309,16 +372,27 @@ class HubApp:
         if rtype not in URL_PREFIX or not isinstance(name, str) or not isinstance(ns, str):
             raise bad_request("Invalid delete request")
         repo = await self.run(self.store.get_repo, rtype, ns, name)
-        if repo is None or (repo.private and not principal.owns(ns)):
+        if repo is None or (repo.private and not principal.owns(repo.ns)):
             raise repo_not_found()
-        if not principal.owns(ns) or principal.role != "write":
+        if not principal.owns(repo.ns) or principal.role != "write":
             raise HubError(403, f"You don't have the rights to delete {repo.id}")
         await self.run(self.store.delete_repo, repo)
         return web.json_response({})
 
     async def settings(self, request: web.Request) -> web.Response:
+        """``update_repo_settings``: visibility. Every setting is checked before any is applied, and
+        one this server cannot honour is refused with 400 rather than accepted and ignored."""
         repo, _ = await self.repo_for_write(request)
         body = await self.json_body(request)
+        unknown = sorted(set(body) - {"private", "visibility", "gated"})
+        if unknown:
+            raise bad_request(f"Unsupported repo setting(s) {', '.join(unknown)}: hubtools hub supports "
+                              "'private', 'visibility' and 'gated': false")
+        if body.get("gated", False) is not False:
+            # Access requests and their approval are not implemented: a gated repo would be readable
+            # by everyone, so the setting is refused instead.
+            raise bad_request(f"Gated repos are not supported by hubtools hub (got gated={body['gated']!r}); "
+                              "keep the repo private and share it through an organization instead")
         private = body.get("private")
         if "visibility" in body:  # huggingface_hub 2.x sends {"visibility": "private" | "public"}
             if body["visibility"] not in ("private", "public"):
@@ -330,16 +404,13 @@ class HubApp:
             await self.run(self.store.set_private, repo, private)
         return web.json_response({})
 
-    def _info(self, request: web.Request, repo: Repo, sha: str) -> dict:
+    def _info(self, request: web.Request, repo: Repo, sha: str) -> tuple[dict, str | None]:
+        """The info object without ``cardData``, and ``cardData`` already JSON-encoded (or None):
+        :meth:`_info_json` joins them, so a cached card is never encoded twice."""
         manifest = self.store.manifest(repo, sha)
         commit = self.store.commit_row(repo, sha)
-        card = None
-        readme = manifest.get("README.md")
-        if readme is not None and readme.size < 4 * 2**20:
-            try:
-                card = _front_matter(self.store.read_blob(readme.sha256).decode("utf-8"))
-            except (ValueError, yaml.YAMLError, UnicodeDecodeError):
-                card = None
+        parsed = self._card(manifest.get("README.md"))
+        card = parsed.meta if parsed else None
         info = {
             "_id": object_id("repo", f"{repo.type}/{repo.id}"),
             "id": repo.id,
@@ -352,11 +423,9 @@ class HubApp:
             "disabled": False,
             "downloads": 0,
             "likes": 0,
-            "tags": list(card.get("tags") or []) if card and isinstance(card.get("tags"), list) else [],
+            "tags": _hub_tags(repo.type, card or {}),
             "siblings": [self._sibling(e) for e in manifest.values()],
         }
-        if card is not None:
-            info["cardData"] = card
         if repo.type == "model":
             info["modelId"] = repo.id
             if card:
@@ -365,7 +434,21 @@ class HubApp:
                         info[out] = card[key]
         if repo.type == "space":
             info["sdk"] = repo.sdk
-        return info
+        return info, parsed.meta_json if parsed else None
+
+    @staticmethod
+    def _info_json(info: dict, card_json: str | None) -> str:
+        body = json.dumps(info)
+        return body if card_json is None else f'{body[:-1]}, "cardData": {card_json}}}'
+
+    def _card(self, readme: Entry | None) -> ParsedCard | None:
+        """The README's parsed metadata (cached by content hash); None without a readable README."""
+        if readme is None or readme.size > MAX_CARD_BYTES:
+            return None
+        try:
+            return self.cards.parse(readme.sha256, lambda: self.store.read_blob(readme.sha256).decode("utf-8"))
+        except OSError:
+            return None
 
     @staticmethod
     def _sibling(e: Entry) -> dict:
@@ -378,37 +461,83 @@ class HubApp:
         repo, _ = await self.repo_for_read(request)
         rev = request.match_info.get("rev", "main")
         sha = await self.run(self.store.resolve, repo, rev)
-        return web.json_response(await self.run(self._info, request, repo, sha))
+        info, card_json = await self.run(self._info, request, repo, sha)
+        return web.Response(text=self._info_json(info, card_json), content_type="application/json")
 
     async def list_repos(self, request: web.Request) -> web.Response:
-        """``list_models`` / ``list_datasets`` / ``list_spaces``: filter by author, search and tags."""
+        """``list_models`` / ``list_datasets`` / ``list_spaces`` with the Hub's query semantics.
+
+        ``author`` (case-insensitive), ``search`` (a case-insensitive substring of the id),
+        ``filter`` (repeatable; every one must be among the repo's tags, which include the
+        pipeline tag, library, ``license:X``, ``dataset:X`` and, for datasets, ``task_categories:X``
+        and the like, as on the Hub), ``pipeline_tag``, ``gated``, then ``sort`` (``lastModified``,
+        ``createdAt``, ``id``, ``downloads``, ``likes``, ``trendingScore``; descending unless
+        ``direction=1``) and ``limit``. Only repos the caller may read are listed.
+        """
         t = request.match_info["t"]
         if t not in REPO_TYPES:
             raise HubError(501, f"Not implemented by hubtools hub: {request.path}")
         principal = await self.principal(request)
         q = request.query
-        author, search = q.get("author"), (q.get("search") or "").lower()
+        author = (q.get("author") or "").lower()
+        search = (q.get("search") or "").lower()
         wanted_tags = set(q.getall("filter", []))
-        limit = int(q["limit"]) if q.get("limit", "").isdigit() else None
+        pipeline_tag = q.get("pipeline_tag")
+        sort, direction = q.get("sort"), q.get("direction", "-1")
+        if sort is not None and sort not in LIST_SORT_KEYS:
+            raise bad_request(f"Invalid sort '{sort}': one of {', '.join(LIST_SORT_KEYS)}")
+        if direction not in ("-1", "1"):
+            raise bad_request("'direction' must be -1 or 1")
+        limit = None
+        if q.get("limit"):
+            if not q["limit"].isdigit():
+                raise bad_request("'limit' must be a non-negative integer")
+            limit = int(q["limit"])
+        gated = q.get("gated")
+        if gated is not None and gated.lower() not in ("true", "false"):
+            raise bad_request("'gated' must be true or false")
 
-        def collect() -> list[dict]:
-            out = []
+        def collect() -> str:
+            found: list[tuple[dict, str | None]] = []
+            if gated is not None and gated.lower() == "true":
+                return "[]"  # no repo here is gated
             for repo in self.store.list_repos(REPO_TYPES[t]):
                 if repo.private and not (principal and principal.owns(repo.ns)):
                     continue
-                if (author and repo.ns != author) or (search and search not in repo.id.lower()):
+                if (author and repo.ns.lower() != author) or (search and search not in repo.id.lower()):
                     continue
-                info = self._info(request, repo, self.store.resolve(repo, "main"))
-                if wanted_tags and not wanted_tags <= set(info["tags"]) | {info.get("library_name")}:
+                info, card_json = self._info(request, repo, self.store.resolve(repo, "main"))
+                if wanted_tags and not wanted_tags <= set(info["tags"]):
                     continue
-                out.append(info)
-                if limit is not None and len(out) >= limit:
+                if pipeline_tag and info.get("pipeline_tag") != pipeline_tag:
+                    continue
+                found.append((info, card_json))
+                if sort is None and limit is not None and len(found) >= limit:
                     break
-            return out
+            if sort is not None:
+                key = LIST_SORT_KEYS[sort]
+                found.sort(key=lambda f: f[0]["id"])  # ties in id order, whatever the direction
+                found.sort(key=lambda f: f[0].get(key) or 0, reverse=direction == "-1")
+            if limit is not None:
+                found = found[:limit]
+            return f"[{', '.join(self._info_json(info, card_json) for info, card_json in found)}]"
 
-        return web.json_response(await self.run(collect))
+        return web.Response(text=await self.run(collect), content_type="application/json")
 
     # ------------------------------------------------------------------ trees
+    def _dirs(self, repo: Repo, sha: str, manifest: dict[str, Entry]) -> dict[str, str]:
+        """:meth:`_dir_oids` of commit ``sha``, cached: commits never change."""
+        key = (repo.pk, sha)
+        with self._dir_cache_lock:
+            oids = self._dir_cache.get(key)
+        if oids is None:
+            oids = self._dir_oids(manifest)
+            with self._dir_cache_lock:
+                self._dir_cache[key] = oids
+                while len(self._dir_cache) > 32:
+                    self._dir_cache.pop(next(iter(self._dir_cache)))
+        return oids
+
     @staticmethod
     def _dir_oids(manifest: dict[str, Entry]) -> dict[str, str]:
         """Directory oid = sha1 of its sorted (name, child oid) pairs, computed deepest first."""
@@ -431,11 +560,9 @@ class HubApp:
 
     def _tree(self, repo: Repo, sha: str, path: str, recursive: bool) -> list[dict]:
         manifest = self.store.manifest(repo, sha)
-        dirs = self._dir_oids(manifest)
+        dirs = self._dirs(repo, sha, manifest)
         if path:
-            if path in manifest:
-                raise bad_request(f"'{path}' is a file, not a folder")
-            if path not in dirs:
+            if path not in dirs:  # a file too: the Hub answers 404, and the client then lists the parent
                 raise entry_not_found(path, sha)
         prefix = f"{path}/" if path else ""
         out = []
@@ -456,23 +583,21 @@ class HubApp:
         return entry
 
     def _add_last_commits(self, repo: Repo, sha: str, entries: list[dict]) -> None:
-        """``expand=true``: the newest first-parent commit that changed each entry (walks ≤1000 commits)."""
+        """``expand=true``: the newest first-parent commit that changed each entry (walks ≤1000 commits).
+
+        Each commit records the paths it changed, so this reads one row per changed path instead of
+        comparing whole file lists commit by commit."""
         chain = self.store.history(repo, sha, limit=1000)
-        cache: dict[str, dict[str, str]] = {}
-
-        def oids(commit_sha: str) -> dict[str, str]:
-            if commit_sha not in cache:
-                m = self.store.manifest(repo, commit_sha)
-                cache[commit_sha] = {**{p: e.git_oid for p, e in m.items()}, **self._dir_oids(m)}
-            return cache[commit_sha]
-
+        changes = self.store.changes(repo, [c["sha"] for c in chain])
+        touched: list[set[str]] = []  # per commit: the changed paths and every folder above them
+        for commit in chain:
+            paths = set(changes[commit["sha"]])
+            for p in list(paths):
+                parts = p.split("/")
+                paths.update("/".join(parts[:i]) for i in range(1, len(parts)))
+            touched.append(paths)
         for entry in entries:
-            chosen = chain[-1]
-            for i, commit in enumerate(chain):
-                parent = chain[i + 1]["sha"] if i + 1 < len(chain) else commit["parent"]
-                if parent is None or oids(commit["sha"]).get(entry["path"]) != oids(parent).get(entry["path"]):
-                    chosen = commit
-                    break
+            chosen = next((c for c, paths in zip(chain, touched, strict=True) if entry["path"] in paths), chain[-1])
             entry["lastCommit"] = {"id": chosen["sha"], "title": chosen["title"], "date": chosen["date"]}
 
     def _page(self, request: web.Request, items: list, page_size: int) -> tuple[list, dict[str, str]]:
@@ -523,7 +648,7 @@ class HubApp:
 
         def collect() -> list[dict]:
             manifest = self.store.manifest(repo, sha)
-            dirs = self._dir_oids(manifest)
+            dirs = self._dirs(repo, sha, manifest)
             out = []
             for p in wanted:
                 if p in manifest:
@@ -540,8 +665,10 @@ class HubApp:
         repo, _ = await self.repo_for_read(request)
         sha = await self.run(self.store.resolve, repo, request.match_info["rev"])
         chain = await self.run(self.store.history, repo, sha)
+        formatted = "formatted" in request.query.getall("expand[]", [])
         items = [{"id": c["sha"], "title": c["title"], "message": c["message"], "date": c["date"],
-                  "authors": [{"user": c["author"]}]} for c in chain]
+                  "authors": [{"user": c["author"]}],
+                  **({"formatted": _formatted(c["title"], c["message"])} if formatted else {})} for c in chain]
         page, headers = self._page(request, items, self.cfg.page_size)
         return web.json_response(page, headers=headers)
 
@@ -579,10 +706,11 @@ class HubApp:
         repo, _ = await self.repo_for_write(request)
         body = await self.json_body(request)
         tag = body.get("tag")
+        # The revision first, as on the Hub: an unknown one is 404 whatever the tag's name.
+        target = await self.run(self.store.resolve, repo, request.match_info["rev"])
         if not isinstance(tag, str):
             raise bad_request("'tag' must be a string")
         check_ref_name(tag)
-        target = await self.run(self.store.resolve, repo, request.match_info["rev"])
         await self.run(self.store.create_ref, repo, "tag", tag, target)
         return web.json_response({})
 
@@ -782,6 +910,14 @@ class HubApp:
         repo, principal = await self.repo_for_write(request)
         rev = request.match_info["rev"]
         create_pr = _as_bool(request.query.get("create_pr"))
+        blobs = self.store.blob_batch()
+        try:
+            return await self._commit(request, repo, principal, rev, create_pr, blobs)
+        finally:
+            await self.run(blobs.discard)  # whatever a refused commit staged; nothing after publish()
+
+    async def _commit(self, request: web.Request, repo: Repo, principal: Principal, rev: str, create_pr: bool,
+                      blobs: BlobBatch) -> web.Response:
         header = None
         ops: list[CommitOp] = []
         async for raw in self._ndjson_lines(request):
@@ -797,7 +933,7 @@ class HubApp:
                     raise bad_request("The first NDJSON line must be the header")
                 header = value
                 continue
-            ops.append(await self._parse_op(key, value))
+            ops.append(await self._parse_op(key, value, blobs))
         if header is None:
             raise bad_request("Empty commit payload: the header line is missing")
         if not ops:
@@ -810,6 +946,7 @@ class HubApp:
             raise bad_request("'summary', 'description' and 'parentCommit' must be strings")
         if create_pr and rev.startswith("refs/pr/"):
             raise bad_request("A pull request must start from a branch")
+        await self.run(blobs.publish)  # durable before the transaction that references them
         async with self.commit_locks[(repo.pk, rev)]:
             sha, pr_num = await self.run(
                 self.store.commit, repo, rev, ops, title=title, message=message, author=principal.user,
@@ -821,7 +958,7 @@ class HubApp:
             out["pullRequestUrl"] = f"{url}/discussions/{pr_num}"
         return web.json_response(out)
 
-    async def _parse_op(self, key: str, value: dict) -> CommitOp:
+    async def _parse_op(self, key: str, value: dict, blobs: BlobBatch) -> CommitOp:
         if key == "file":
             path = check_path(value.get("path"))
             if value.get("encoding", "base64") != "base64" or not isinstance(value.get("content"), str):
@@ -830,7 +967,7 @@ class HubApp:
                 data = base64.b64decode(value["content"], validate=True)
             except (binascii.Error, ValueError):
                 raise bad_request(f"File {path}: invalid base64 content") from None
-            sha256, git_oid = await self.run(self.store.put_blob_bytes, data)
+            sha256, git_oid = await self.run(blobs.add, data)
             return CommitOp("file", path, sha256=sha256, size=len(data), git_oid=git_oid)
         if key == "lfsFile":
             path = check_path(value.get("path"))
@@ -878,13 +1015,16 @@ class HubApp:
                 headers["Content-Range"] = f"bytes {start}-{end}/{entry.size}"
         length = max(0, end - start + 1)
         headers["Content-Length"] = str(length)
+        # Open the blob before any header goes out: a blob lost from the data dir must be an error
+        # status, not a 200 whose body breaks off.
+        blob = await self.run(self._open_blob, entry, path)
         if request.method == "HEAD":
+            blob.close()
             return web.Response(status=status, headers=headers)
-        resp = web.StreamResponse(status=status, headers=headers)
-        resp.content_length = length
-        await resp.prepare(request)
-        blob = self.store.blob_path(entry.sha256)
-        with open(blob, "rb") as f:
+        with blob as f:
+            resp = web.StreamResponse(status=status, headers=headers)
+            resp.content_length = length
+            await resp.prepare(request)
             f.seek(start)
             remaining = length
             while remaining > 0:
@@ -895,6 +1035,34 @@ class HubApp:
                 await resp.write(chunk)
         await resp.write_eof()
         return resp
+
+    def _open_blob(self, entry: Entry, path: str):
+        """The blob of ``entry``, open for reading; 507 if it is missing or has the wrong size.
+
+        507 rather than 500: the client retries 500 five times with backoff, and retrying cannot
+        bring a lost blob back. ``hubtools hub fsck`` names every such blob.
+        """
+        try:
+            f = open(self.store.blob_path(entry.sha256), "rb")  # noqa: SIM115 - closed by the caller
+        except FileNotFoundError:
+            log.error("blob %s of %s is missing from %s", entry.sha256, path, self.store.root)
+            raise HubError(507, f"The content of {path} is missing from the server's storage "
+                                "(run: hubtools hub fsck)") from None
+        if os.fstat(f.fileno()).st_size != entry.size:
+            f.close()
+            log.error("blob %s of %s does not have its size %d", entry.sha256, path, entry.size)
+            raise HubError(507, f"The content of {path} is damaged in the server's storage "
+                                "(run: hubtools hub fsck)")
+        return f
+
+    async def no_namespace(self, request: web.Request) -> web.Response:
+        """Repo ids without a namespace (the Hub's legacy ids such as ``gpt2``): none exist here, so
+        404 RepoNotFound, which ``repo_exists`` / ``file_exists`` / ``revision_exists`` read as False."""
+        t = request.match_info.get("t")
+        if t is not None and t not in REPO_TYPES:
+            raise HubError(501, f"Not implemented by hubtools hub: {request.method} {request.path}")
+        await self.principal(request)  # an unknown token is still 401 "Invalid credentials"
+        raise _no_namespace_repo(request)
 
     async def not_implemented(self, request: web.Request) -> web.Response:
         raise HubError(501, f"Not implemented by hubtools hub: {request.method} {request.path}")
@@ -960,9 +1128,21 @@ def create_app(cfg: HubConfig, store: Store | None = None) -> web.Application:
         kw = {"rtype": rtype}
         r.add_post(prefix + "/{ns}/{gitname}/info/lfs/objects/batch", _bind(hub.lfs_batch, kw))
         r.add_get(prefix + "/{ns}/{name}/resolve/{rev}/{path:.+}", _bind(hub.resolve, kw))
+    # Namespace-less ids, after every namespaced route (aiohttp tries routes in this order).
+    for suffix in ("", "/revision/{rev}", "/tree/{rev}", "/tree/{rev}/{path:.*}", "/refs", "/commits/{rev}"):
+        r.add_get("/api/{t}/{name}" + suffix, hub.no_namespace)
+    for prefix in ("/datasets", "/spaces", ""):
+        r.add_get(prefix + "/{name}/resolve/{rev}/{path:.+}", hub.no_namespace)
     r.add_route("*", "/{tail:.*}", hub.not_implemented)
+    app.on_response_prepare.append(_add_request_id)
     app.on_cleanup.append(lambda _app: _shutdown(hub))
     return app
+
+
+async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer carries ``X-Request-Id`` (the caller's own, if it sent one), as the Hub's do:
+    the client quotes it in its error messages."""
+    response.headers["X-Request-Id"] = request.headers.get("X-Request-Id") or uuid.uuid4().hex
 
 
 def _bind(handler, extra: dict):
@@ -977,5 +1157,7 @@ def _bind(handler, extra: dict):
 
 
 async def _shutdown(hub: HubApp) -> None:
+    hub.yaml_pool.shutdown(wait=True)
+    hub.yaml_process.shutdown(wait=True, cancel_futures=True)
     hub.pool.shutdown(wait=True)
     hub.store.close()

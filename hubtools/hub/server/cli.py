@@ -66,7 +66,7 @@ def serve_command(data: Path | None, host: str, port: int, lfs_threshold: str | 
                     regular_only=regular_only, public_url=public_url)
     try:
         serve_forever(cfg, user=user, token=token)
-    except (DataDirInUse, RuntimeError) as exc:
+    except (DataDirInUse, RuntimeError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -80,11 +80,14 @@ def token_group() -> None:
 @click.option("--user", required=True)
 @click.option("--role", type=click.Choice(["read", "write"]), default="write", show_default=True)
 @click.option("--org", default=None, help="Also make the user a member of this organization.")
-def token_create(data_dir: Path, user: str, role: str, org: str | None) -> None:
+@click.option("--init", "init", is_flag=True, help="Create the hub data dir if there is none at --data yet.")
+def token_create(data_dir: Path, user: str, role: str, org: str | None, init: bool) -> None:
     """Print a new token (shown once; only its hash is stored)."""
-    store = Store(data_dir)
+    store = Store(data_dir) if init else _existing_store(data_dir)
     try:
         click.echo(store.add_token(user, role=role, org=org))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         store.close()
 
@@ -93,7 +96,7 @@ def token_create(data_dir: Path, user: str, role: str, org: str | None) -> None:
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 def token_list(data_dir: Path) -> None:
     """List tokens by hash prefix, user and role."""
-    store = Store(data_dir)
+    store = _existing_store(data_dir)
     try:
         for t in store.list_tokens():
             click.echo(f"{t['hash_prefix']}  {t['user']:<16} {t['role']:<5} {t['name']}  {t['created_at']}")
@@ -106,7 +109,7 @@ def token_list(data_dir: Path) -> None:
 @click.argument("token_or_prefix")
 def token_revoke(data_dir: Path, token_or_prefix: str) -> None:
     """Revoke a token given in full, by its hash prefix, or by name."""
-    store = Store(data_dir)
+    store = _existing_store(data_dir)
     try:
         n = store.revoke_token(token_or_prefix)
     finally:
@@ -116,13 +119,26 @@ def token_revoke(data_dir: Path, token_or_prefix: str) -> None:
     click.echo(f"revoked {n} token(s)")
 
 
+def _existing_store(data_dir: Path) -> Store:
+    """The hub at ``data_dir``; a token command never creates one (a mistyped --data would
+    otherwise give a token for an empty hub that no server uses)."""
+    if not (data_dir / "FORMAT").is_file():
+        raise click.ClickException(f"no hub data dir at {data_dir} (a new one: hubtools hub serve --data {data_dir}, "
+                                   "or token create --init)")
+    return Store(data_dir)
+
+
 @hub_group.command("fsck")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True)
-@click.option("--gc", is_flag=True, help="Delete orphan blobs older than 1 hour.")
+@click.option("--gc", is_flag=True, help="Delete orphan blobs older than 1 hour (needs the server stopped).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def fsck_command(data_dir: Path, gc: bool, as_json: bool) -> None:
     """Check every referenced blob exists and hashes to its name; report orphans. Exit 1 if damaged."""
-    report = fsck(data_dir, gc=gc)
+    try:
+        report = fsck(data_dir, gc=gc)
+    except DataDirInUse as exc:
+        raise click.ClickException(f"{exc}: stop the server to collect garbage (fsck without --gc only reads, "
+                                   "and runs beside it)") from None
     if as_json:
         click.echo(json.dumps(report.__dict__, indent=2))
     else:

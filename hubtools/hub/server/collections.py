@@ -47,7 +47,7 @@ class CollectionStore:
         return (
             self.store.read()
             .execute(
-                "SELECT slug, ns, title, description, private, updated_at FROM collections WHERE slug = ?",
+                "SELECT slug, ns, title, description, private, updated_at, theme FROM collections WHERE slug = ?",
                 (slug,),
             )
             .fetchone()
@@ -126,11 +126,19 @@ class CollectionStore:
     def is_org(self, ns: str) -> bool:
         return self.store.read().execute("SELECT 1 FROM orgs WHERE name = ?", (ns,)).fetchone() is not None
 
-    def as_json(self, slug: str, *, with_position: bool = True) -> dict | None:
+    def visible(self, item_type: str, item_id: str, viewer: Principal | None) -> bool:
+        """Whether ``viewer`` may see that the repo exists: like the Hub, a collection never shows
+        a private repo (or a deleted one) to someone who cannot read it."""
+        ns, _, name = item_id.partition("/")
+        repo = self.store.get_repo(item_type, ns, name)
+        return repo is not None and (not repo.private or (viewer is not None and viewer.owns(repo.ns)))
+
+    def as_json(self, slug: str, viewer: Principal | None, *, with_position: bool = True) -> dict | None:
+        """The collection as ``viewer`` (None: anonymous) may see it."""
         row = self.row(slug)
         if row is None:
             return None
-        _, ns, title, description, private, updated = row
+        _, ns, title, description, private, updated, theme = row
         out: dict[str, Any] = {
             "slug": slug,
             "title": title,
@@ -145,10 +153,11 @@ class CollectionStore:
                     **({"note": {"text": note, "html": note}} if note else {}),
                 }
                 for oid, item_type, item_id, position, note in self.items(slug)
+                if self.visible(item_type, item_id, viewer)
             ],
             "lastUpdated": updated,
             "private": bool(private),
-            "theme": "default",
+            "theme": theme,
             "upvotes": 0,
             "isUpvotedByUser": False,
         }
@@ -173,13 +182,13 @@ def add_collection_routes(router: web.UrlDispatcher, hub: Any) -> None:
             raise _not_found(slug)
         return slug, principal, row
 
-    async def writable(request: web.Request) -> str:
+    async def writable(request: web.Request) -> tuple[str, Principal]:
         slug, principal, row = await readable(request)
         if principal is None:
             raise HubError(401, "You must be authenticated to change a collection")
         if not principal.owns(row[1]) or principal.role != "write":
             raise HubError(403, f"You don't have the rights to change {slug}")
-        return slug
+        return slug, principal
 
     async def create(request: web.Request) -> web.Response:
         principal = await hub.principal(request)
@@ -204,11 +213,11 @@ def add_collection_routes(router: web.UrlDispatcher, hub: Any) -> None:
                 status=409,
                 headers={"X-Error-Message": "Collection already exists"},
             )
-        return web.json_response(await hub.run(db.as_json, slug))
+        return web.json_response(await hub.run(db.as_json, slug, principal))
 
     async def get(request: web.Request) -> web.Response:
-        slug, _, _ = await readable(request)
-        return web.json_response(await hub.run(db.as_json, slug))
+        slug, principal, _ = await readable(request)
+        return web.json_response(await hub.run(db.as_json, slug, principal))
 
     async def listing(request: web.Request) -> web.Response:
         principal = await hub.principal(request)
@@ -218,7 +227,7 @@ def add_collection_routes(router: web.UrlDispatcher, hub: Any) -> None:
         def collect() -> list[dict]:
             out = []
             for slug in db.slugs(owners):
-                data = db.as_json(slug, with_position=False)
+                data = db.as_json(slug, principal, with_position=False)
                 if data is None or (
                     data["private"] and not (principal and principal.owns(data["owner"]["name"]))
                 ):
@@ -232,29 +241,31 @@ def add_collection_routes(router: web.UrlDispatcher, hub: Any) -> None:
         return web.json_response(await hub.run(collect))
 
     async def update(request: web.Request) -> web.Response:
-        slug = await writable(request)
+        slug, principal = await writable(request)
         body = await hub.json_body(request)
         changes: dict[str, Any] = {}
+        if "position" in body:
+            raise bad_request("Reordering collections ('position') is not supported by hubtools hub")
         for key, column, kind in (
             ("title", "title", str),
             ("description", "description", str),
             ("private", "private", bool),
+            ("theme", "theme", str),
         ):
             if key in body:
                 if not isinstance(body[key], kind):
                     raise bad_request(f"'{key}' must be a {kind.__name__}")
                 changes[column] = int(body[key]) if kind is bool else body[key]
         await hub.run(db.update, slug, changes)
-        return web.json_response({"data": await hub.run(db.as_json, slug)})  # the Hub wraps this one answer
+        return web.json_response({"data": await hub.run(db.as_json, slug, principal)})  # the Hub wraps this one answer
 
     async def delete(request: web.Request) -> web.Response:
-        slug = await writable(request)
+        slug, _ = await writable(request)
         await hub.run(db.delete, slug)
         return web.json_response({})
 
     async def add_item(request: web.Request) -> web.Response:
-        slug = await writable(request)
-        principal = await hub.principal(request)
+        slug, principal = await writable(request)
         body = await hub.json_body(request)
         item, note = body.get("item"), body.get("note")
         if (
@@ -275,10 +286,10 @@ def add_collection_routes(router: web.UrlDispatcher, hub: Any) -> None:
             raise repo_not_found(404)
         if not await hub.run(db.add_item, slug, item["type"], repo.id, note):
             raise HubError(409, f"{item['type']} {repo.id} is already in {slug}")
-        return web.json_response(await hub.run(db.as_json, slug))
+        return web.json_response(await hub.run(db.as_json, slug, principal))
 
     async def delete_item(request: web.Request) -> web.Response:
-        slug = await writable(request)
+        slug, _ = await writable(request)
         if not await hub.run(db.delete_item, slug, request.match_info["oid"]):
             raise HubError(404, f"Item {request.match_info['oid']} not found in {slug}")
         return web.json_response({})

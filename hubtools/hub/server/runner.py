@@ -106,8 +106,13 @@ def add_token(data_dir: str | Path, user: str, role: str = "write", token: str |
 
 def fsck(data_dir: str | Path, gc: bool = False) -> FsckReport:
     """Check that every referenced blob exists and hashes to its name; list (and with ``gc``, delete
-    when older than 1 h) blobs nothing references."""
-    store = Store(data_dir)
+    when older than 1 h) blobs nothing references.
+
+    ``gc`` takes the data-dir lock, so it refuses to run beside a server (:class:`DataDirInUse`):
+    a running server may be about to reference a blob that looks orphaned. The check alone
+    only reads and runs beside a server.
+    """
+    store = Store(data_dir, serving=gc)
     try:
         return store.fsck(gc=gc)
     finally:

@@ -4,19 +4,28 @@ Why this shape (spec section 2.10): blobs are immutable files named by their sha
 and written (temp file, fsync, rename) *before* the database transaction that
 references them; a ref moves only inside that transaction. A crash at any point
 therefore leaves the previous head intact, at worst with orphan blobs for ``fsck``.
+
+A commit's file list (its manifest) is stored as content-addressed chunks of about
+:data:`CHUNK_ENTRIES` entries, cut where a hash of the path says so, plus the list of its chunk
+ids and the paths it changed. A commit that changes one file of a 10k-file repo thus adds one
+chunk and a short list, not 10k rows, and "which commit last changed this path" reads the
+changed paths instead of comparing file lists.
 Every method here is blocking and is called from the server's thread pool; each
 thread gets its own SQLite connection.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fnmatch
 import hashlib
+import hmac
 import os
 import secrets
 import shutil
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -26,10 +35,14 @@ from pathlib import Path
 
 from hubtools.hashing import sha256_file
 from hubtools.hub.server.errors import HubError, bad_request, entry_not_found, revision_not_found
-from hubtools.hub.server.naming import is_commit_id
+from hubtools.hub.server.naming import check_namespace, is_commit_id
 
 FORMAT_LINE = "hubtools-hub 1"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 1: a full file list per commit (table ``entries``); 2: chunked manifests
+# A manifest (a commit's sorted file list) is stored as content-addressed chunks whose boundaries
+# depend only on the paths, so a commit that changes one file stores one new chunk (about this
+# many entries) plus the list of chunk ids, not a copy of every entry.
+CHUNK_ENTRIES = 64
 CHUNK = 1 << 20
 
 # The patterns a new repo's .gitattributes marks as LFS (spec 2.4).
@@ -54,10 +67,16 @@ CREATE TABLE IF NOT EXISTS commits(
     repo_pk INTEGER NOT NULL REFERENCES repos(pk) ON DELETE CASCADE, sha TEXT NOT NULL,
     parent_sha TEXT, seq INTEGER NOT NULL, title TEXT NOT NULL, message TEXT NOT NULL,
     author TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY(repo_pk, sha));
-CREATE TABLE IF NOT EXISTS entries(
-    repo_pk INTEGER NOT NULL REFERENCES repos(pk) ON DELETE CASCADE, commit_sha TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS chunk_entries(
+    repo_pk INTEGER NOT NULL REFERENCES repos(pk) ON DELETE CASCADE, chunk_oid TEXT NOT NULL,
     path TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL, is_lfs INTEGER NOT NULL,
-    git_oid TEXT NOT NULL, PRIMARY KEY(repo_pk, commit_sha, path));
+    git_oid TEXT NOT NULL, PRIMARY KEY(repo_pk, chunk_oid, path)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS commit_manifests(
+    repo_pk INTEGER NOT NULL REFERENCES repos(pk) ON DELETE CASCADE, commit_sha TEXT NOT NULL,
+    chunks TEXT NOT NULL, PRIMARY KEY(repo_pk, commit_sha)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS commit_changes(
+    repo_pk INTEGER NOT NULL REFERENCES repos(pk) ON DELETE CASCADE, commit_sha TEXT NOT NULL,
+    path TEXT NOT NULL, PRIMARY KEY(repo_pk, commit_sha, path)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS refs(
     repo_pk INTEGER NOT NULL REFERENCES repos(pk) ON DELETE CASCADE,
     kind TEXT NOT NULL CHECK (kind IN ('branch', 'tag', 'pr')), name TEXT NOT NULL,
@@ -67,7 +86,7 @@ CREATE TABLE IF NOT EXISTS repo_lfs(
     size INTEGER NOT NULL, PRIMARY KEY(repo_pk, sha256));
 CREATE TABLE IF NOT EXISTS collections(
     slug TEXT PRIMARY KEY, ns TEXT NOT NULL, title TEXT NOT NULL, description TEXT, private INTEGER NOT NULL,
-    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, UNIQUE(ns, title));
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, theme TEXT NOT NULL DEFAULT 'default', UNIQUE(ns, title));
 CREATE TABLE IF NOT EXISTS collection_items(
     slug TEXT NOT NULL REFERENCES collections(slug) ON DELETE CASCADE, object_id TEXT NOT NULL,
     item_type TEXT NOT NULL, item_id TEXT NOT NULL, position INTEGER NOT NULL, note TEXT,
@@ -89,8 +108,15 @@ def lfs_pointer(sha256: str, size: int) -> bytes:
     return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
 
 
-def hash_token(token: str) -> str:
+def legacy_token_hash(token: str) -> str:
+    """How tokens were stored before: plain sha256. Still accepted, and replaced on first use."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def hash_token(secret: bytes, token: str) -> str:
+    """HMAC-SHA256 of the token keyed with the data dir's ``secret.key``: a token chosen by a user
+    (``--token``) cannot be looked up in precomputed tables or guessed from ``hub.db`` alone."""
+    return hmac.new(secret, b"token\n" + token.encode(), hashlib.sha256).hexdigest()
 
 
 def object_id(kind: str, name: str) -> str:
@@ -171,36 +197,58 @@ class Store:
 
     def __init__(self, data_dir: str | Path, serving: bool = False):
         self.root = Path(data_dir).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Tokens' hashes, private repos and their blobs live here: only the owner may enter, also
+        # for a data dir made before this rule (files inside kept the modes of the umask then).
+        with contextlib.suppress(PermissionError):
+            if self.root.stat().st_mode & 0o077:
+                self.root.chmod(0o700)
         fmt = self.root / "FORMAT"
         if fmt.exists():
             found = fmt.read_text().strip()
             if found != FORMAT_LINE:
                 raise RuntimeError(f"{self.root}: unknown data format {found!r} (expected {FORMAT_LINE!r})")
         else:
-            fmt.write_text(FORMAT_LINE + "\n")
+            _write_private(fmt, (FORMAT_LINE + "\n").encode())
         self.blobs_dir = self.root / "blobs"
         self.tmp_dir = self.root / "tmp"
-        self.blobs_dir.mkdir(exist_ok=True)
-        self.tmp_dir.mkdir(exist_ok=True)
+        self.blobs_dir.mkdir(mode=0o700, exist_ok=True)
+        self.tmp_dir.mkdir(mode=0o700, exist_ok=True)
+        db = self.root / "hub.db"
+        if not db.exists():  # SQLite gives its -wal and -shm files the database's mode
+            os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
         self._lock_file = None
         if serving:
             self._take_lock()
             shutil.rmtree(self.tmp_dir)
-            self.tmp_dir.mkdir()
+            self.tmp_dir.mkdir(mode=0o700)
         self.secret = self._load_secret()
         self._local = threading.local()
         self._all_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        self._manifests: collections.OrderedDict[tuple[int, str], dict[str, Entry]] = collections.OrderedDict()
+        self._manifests_lock = threading.Lock()
+        self._cached_entries = 0
         conn = self._conn()
+        fresh = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None
         conn.executescript(_SCHEMA)  # idempotent DDL; executescript manages its own transaction
-        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        if fresh:
+            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        if "theme" not in {r[1] for r in conn.execute("PRAGMA table_info(collections)")}:  # added in schema 2
+            conn.execute("ALTER TABLE collections ADD COLUMN theme TEXT NOT NULL DEFAULT 'default'")
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if version is None or version[0] == "1":
+            self._migrate_from_1()
+        elif version[0] != SCHEMA_VERSION:
+            raise RuntimeError(f"{self.root}: database schema {version[0]} is newer than this hubtools "
+                               f"(schema {SCHEMA_VERSION})")
 
     # ------------------------------------------------------------------ set-up
     def _take_lock(self) -> None:
         import fcntl
 
-        f = open(self.root / ".lock", "a+")  # noqa: SIM115 - held for the server's lifetime
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        f = os.fdopen(fd, "a+")  # held for the server's lifetime
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -271,6 +319,14 @@ class Store:
                   org: str | None = None) -> str:
         if role not in ("read", "write"):
             raise ValueError(f"role must be 'read' or 'write', got {role!r}")
+        for what, name_ in (("user", user), ("org", org)):
+            if name_ is not None:
+                try:
+                    check_namespace(name_)  # a user or org name is a repo namespace
+                except HubError as err:
+                    raise ValueError(f"invalid {what} name {name_!r}: {err.message}") from None
+        if token is not None and (not token.strip() or token != token.strip() or any(c.isspace() for c in token)):
+            raise ValueError("a token must be non-empty and contain no whitespace")
         token = token or new_token()
         now = utc_iso()
         with self.transaction() as conn:
@@ -278,8 +334,9 @@ class Store:
             conn.execute(
                 "INSERT INTO tokens(hash, user, role, name, created_at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(hash) DO UPDATE SET user=excluded.user, role=excluded.role",
-                (hash_token(token), user, role, name or f"{user}-{role}", now),
+                (hash_token(self.secret, token), user, role, name or f"{user}-{role}", now),
             )
+            conn.execute("DELETE FROM tokens WHERE hash = ?", (legacy_token_hash(token),))
             if org:
                 conn.execute("INSERT OR IGNORE INTO orgs(name, created_at) VALUES (?, ?)", (org, now))
                 conn.execute("INSERT OR IGNORE INTO memberships(org, user) VALUES (?, ?)", (org, user))
@@ -293,7 +350,8 @@ class Store:
     def revoke_token(self, token_or_prefix: str) -> int:
         with self.transaction() as conn:
             if token_or_prefix.startswith("hf_"):
-                cur = conn.execute("DELETE FROM tokens WHERE hash = ?", (hash_token(token_or_prefix),))
+                cur = conn.execute("DELETE FROM tokens WHERE hash IN (?, ?)",
+                                   (hash_token(self.secret, token_or_prefix), legacy_token_hash(token_or_prefix)))
             else:
                 cur = conn.execute("DELETE FROM tokens WHERE hash LIKE ? || '%' OR name = ?",
                                    (token_or_prefix, token_or_prefix))
@@ -304,22 +362,21 @@ class Store:
 
     def principal(self, token: str) -> Principal | None:
         conn = self.read()
-        row = conn.execute("SELECT user, role FROM tokens WHERE hash = ?", (hash_token(token),)).fetchone()
+        keyed = hash_token(self.secret, token)
+        row = conn.execute("SELECT user, role FROM tokens WHERE hash = ?", (keyed,)).fetchone()
         if row is None:
-            return None
+            legacy = legacy_token_hash(token)
+            row = conn.execute("SELECT user, role FROM tokens WHERE hash = ?", (legacy,)).fetchone()
+            if row is None:
+                return None
+            with self.transaction() as tx:  # a data dir from before keyed hashes: upgrade this row
+                tx.execute("UPDATE OR IGNORE tokens SET hash = ? WHERE hash = ?", (keyed, legacy))
         orgs = tuple(r[0] for r in conn.execute("SELECT org FROM memberships WHERE user = ? ORDER BY org", (row[0],)))
         return Principal(user=row[0], role=row[1], orgs=orgs)
 
     # ------------------------------------------------------------------ repos
     def get_repo(self, repo_type: str, ns: str, name: str) -> Repo | None:
-        row = self.read().execute(
-            "SELECT pk, type, ns, name, private, sdk, created_at FROM repos "
-            "WHERE type = ? AND ns = ? COLLATE BINARY AND name = ? COLLATE BINARY",
-            (repo_type, ns, name),
-        ).fetchone()
-        return None if row is None else Repo(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6])
-
-    def find_repo_nocase(self, repo_type: str, ns: str, name: str) -> Repo | None:
+        """The repo, looked up case-insensitively as on the Hub (names are unique that way too)."""
         row = self.read().execute(
             "SELECT pk, type, ns, name, private, sdk, created_at FROM repos WHERE type = ? AND ns = ? AND name = ?",
             (repo_type, ns, name),
@@ -351,11 +408,8 @@ class Store:
                 "VALUES (?, ?, NULL, 0, 'initial commit', '', ?, ?)",
                 (pk, sha, author, utc_iso(now)),
             )
-            conn.execute(
-                "INSERT INTO entries(repo_pk, commit_sha, path, sha256, size, is_lfs, git_oid) "
-                "VALUES (?, ?, '.gitattributes', ?, ?, 0, ?)",
-                (pk, sha, blob[0], len(DEFAULT_GITATTRIBUTES), blob[1]),
-            )
+            attrs = Entry(".gitattributes", blob[0], len(DEFAULT_GITATTRIBUTES), False, blob[1])
+            _write_manifest(conn, pk, sha, {attrs.path: attrs}, {})
             conn.execute("INSERT INTO refs(repo_pk, kind, name, target_sha) VALUES (?, 'branch', 'main', ?)", (pk, sha))
         repo = self.get_repo(repo_type, ns, name)
         assert repo is not None
@@ -422,19 +476,42 @@ class Store:
             cur = row["parent"]
         return out
 
-    def manifest(self, repo: Repo, sha: str) -> dict[str, Entry]:
-        rows = self.read().execute(
-            "SELECT path, sha256, size, is_lfs, git_oid FROM entries WHERE repo_pk = ? AND commit_sha = ? ORDER BY path",
-            (repo.pk, sha),
-        )
-        return {r[0]: Entry(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows}
+    def manifest(self, repo: Repo, sha: str, conn: sqlite3.Connection | None = None) -> dict[str, Entry]:
+        """The files of commit ``sha``, sorted by path. Commits never change, so recent manifests
+        are kept in memory (read-only: callers copy before changing one)."""
+        key = (repo.pk, sha)
+        with self._manifests_lock:
+            hit = self._manifests.get(key)
+            if hit is not None:
+                self._manifests.move_to_end(key)
+                return hit
+        manifest = _read_manifest(conn or self.read(), repo.pk, sha)
+        with self._manifests_lock:
+            if key not in self._manifests:
+                self._manifests[key] = manifest
+                self._cached_entries += len(manifest)
+            while self._cached_entries > MANIFEST_CACHE_ENTRIES and len(self._manifests) > 1:
+                _, dropped = self._manifests.popitem(last=False)
+                self._cached_entries -= len(dropped)
+        return manifest
 
     def entry(self, repo: Repo, sha: str, path: str) -> Entry | None:
-        r = self.read().execute(
-            "SELECT path, sha256, size, is_lfs, git_oid FROM entries WHERE repo_pk = ? AND commit_sha = ? AND path = ?",
-            (repo.pk, sha, path),
-        ).fetchone()
-        return None if r is None else Entry(r[0], r[1], r[2], bool(r[3]), r[4])
+        return self.manifest(repo, sha).get(path)
+
+    def changes(self, repo: Repo, shas: list[str]) -> dict[str, set[str]]:
+        """commit sha -> the paths it added, changed or deleted (compared with its parent)."""
+        out: dict[str, set[str]] = {sha: set() for sha in shas}
+        conn = self.read()
+        for i in range(0, len(shas), 500):
+            part = shas[i : i + 500]
+            rows = conn.execute(
+                f"SELECT commit_sha, path FROM commit_changes WHERE repo_pk = ? AND commit_sha IN "  # noqa: S608
+                f"({', '.join('?' * len(part))})",
+                (repo.pk, *part),
+            )
+            for sha, path in rows:
+                out[sha].add(path)
+        return out
 
     def create_ref(self, repo: Repo, kind: str, name: str, target: str) -> None:
         with self.transaction() as conn:
@@ -487,11 +564,7 @@ class Store:
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (repo.pk, sha, head, seq + 1, title, message, author, utc_iso()),
                 )
-                conn.executemany(
-                    "INSERT INTO entries(repo_pk, commit_sha, path, sha256, size, is_lfs, git_oid) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(repo.pk, sha, e.path, e.sha256, e.size, int(e.is_lfs), e.git_oid) for e in manifest.values()],
-                )
+                _write_manifest(conn, repo.pk, sha, manifest, self.manifest(repo, head, conn))
                 conn.executemany(
                     "INSERT OR IGNORE INTO repo_lfs(repo_pk, sha256, size) VALUES (?, ?, ?)",
                     [(repo.pk, e.sha256, e.size) for e in manifest.values() if e.is_lfs],
@@ -529,13 +602,7 @@ class Store:
         return sha
 
     def _apply(self, conn: sqlite3.Connection, repo: Repo, head: str, ops: list[CommitOp]) -> dict[str, Entry]:
-        manifest = {
-            r[0]: Entry(r[0], r[1], r[2], bool(r[3]), r[4])
-            for r in conn.execute(
-                "SELECT path, sha256, size, is_lfs, git_oid FROM entries WHERE repo_pk = ? AND commit_sha = ?",
-                (repo.pk, head),
-            )
-        }
+        manifest = dict(self.manifest(repo, head, conn))
         for op in ops:
             if op.kind == "file":
                 manifest[op.path] = Entry(op.path, op.sha256, op.size, False, op.git_oid)
@@ -550,7 +617,13 @@ class Store:
                 manifest[op.path] = Entry(op.path, op.sha256, size, True, git_blob_sha1(lfs_pointer(op.sha256, size)))
             elif op.kind == "delete_file":
                 if manifest.pop(op.path, None) is None:
-                    raise entry_not_found(op.path, message=f"A file with this name doesn't exist: {op.path}")
+                    # The client sends a path without a trailing '/' as a file; the Hub then deletes
+                    # the folder of that name if there is one.
+                    doomed = [p for p in manifest if p.startswith(op.path + "/")]
+                    if not doomed:
+                        raise entry_not_found(op.path, message=f"A file with this name doesn't exist: {op.path}")
+                    for p in doomed:
+                        del manifest[p]
             elif op.kind == "delete_folder":
                 prefix = op.path.rstrip("/") + "/"
                 doomed = [p for p in manifest if p.startswith(prefix)]
@@ -568,6 +641,33 @@ class Store:
                     raise HubError(409, f"'{'/'.join(parts[:i])}' is a file; cannot create '{p}' under it")
         return manifest
 
+    # ------------------------------------------------------------------ migration
+    def _migrate_from_1(self) -> None:
+        """Schema 1 (a full file list per commit) -> 2 (chunked manifests and per-commit changes), in
+        one transaction, under the data-dir lock: all or nothing, never beside a server."""
+        took_lock = self._lock_file is None
+        if took_lock:
+            try:
+                self._take_lock()
+            except DataDirInUse as exc:
+                raise RuntimeError(f"{exc}: its database needs upgrading to this hubtools' storage format; "
+                                   "stop that server, then start this version") from None
+        try:
+            with self.transaction() as conn:
+                has_old = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'entries'").fetchone()
+                if has_old:
+                    commits = conn.execute("SELECT repo_pk, sha, parent_sha FROM commits ORDER BY repo_pk, seq")
+                    for repo_pk, sha, parent in commits.fetchall():
+                        old = _read_old_manifest(conn, repo_pk, parent) if parent else {}
+                        _write_manifest(conn, repo_pk, sha, _read_old_manifest(conn, repo_pk, sha), old)
+                    conn.execute("DROP TABLE entries")
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+                             (SCHEMA_VERSION,))
+        finally:
+            if took_lock and self._lock_file is not None:
+                self._lock_file.close()
+                self._lock_file = None
+
     # ------------------------------------------------------------------ blobs
     def blob_path(self, sha256: str) -> Path:
         return self.blobs_dir / sha256[:2] / sha256[2:4] / sha256
@@ -575,23 +675,36 @@ class Store:
     def new_temp(self) -> Path:
         return self.tmp_dir / f"{secrets.token_hex(16)}.part"
 
+    def reuse_blob(self, sha256: str) -> bool:
+        """True if the blob is stored already. Its mtime is then renewed: ``fsck --gc`` deletes only
+        orphans older than its grace period, so a blob a commit is about to reference again is safe."""
+        final = self.blob_path(sha256)
+        try:
+            os.utime(final)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def blob_batch(self) -> BlobBatch:
+        return BlobBatch(self)
+
     def publish_blob(self, tmp: Path, sha256: str) -> None:
         """fsync'd temp file -> immutable blob; drops the temp file if the blob already exists."""
         final = self.blob_path(sha256)
-        if final.exists():
+        if self.reuse_blob(sha256):
             tmp.unlink(missing_ok=True)
             return
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(tmp, 0o444)
+        final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(tmp, 0o400)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
 
     def put_blob_bytes(self, data: bytes) -> tuple[str, str]:
         """Store ``data``; returns (sha256, git-blob sha1)."""
         sha256 = hashlib.sha256(data).hexdigest()
-        if not self.blob_path(sha256).exists():
+        if not self.reuse_blob(sha256):
             tmp = self.new_temp()
-            with open(tmp, "wb") as f:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
@@ -605,7 +718,7 @@ class Store:
     def fsck(self, gc: bool = False, min_age_s: float = 3600.0) -> FsckReport:
         report = FsckReport()
         conn = self.read()
-        referenced = {r[0] for r in conn.execute("SELECT DISTINCT sha256 FROM entries")}
+        referenced = {r[0] for r in conn.execute("SELECT DISTINCT sha256 FROM chunk_entries")}
         referenced |= {r[0] for r in conn.execute("SELECT DISTINCT sha256 FROM repo_lfs")}
         stored = {p.name: p for p in self.blobs_dir.glob("*/*/*") if p.is_file()}
         report.blobs = len(stored)
@@ -626,6 +739,88 @@ class Store:
         return report
 
 
+class BlobBatch:
+    """The inline files of one commit, written to ``tmp/`` without a sync each and made durable
+    together by :meth:`publish` before the commit's transaction: one ``syncfs`` for the data and
+    one for the renames (Linux), instead of two fsyncs per file. Until then nothing is in
+    ``blobs/``, so a crash leaves only temp files, which the next start removes."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.staged: dict[str, Path] = {}
+
+    def add(self, data: bytes) -> tuple[str, str]:
+        """Stage ``data``; returns (sha256, git-blob sha1)."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        if sha256 not in self.staged and not self.store.reuse_blob(sha256):
+            tmp = self.store.new_temp()
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+                f.write(data)
+            self.staged[sha256] = tmp
+        return sha256, git_blob_sha1(data)
+
+    def publish(self) -> None:
+        """Sync the staged files, rename them into the blob store, sync the directories."""
+        if not self.staged:
+            return
+        if not _syncfs(self.store.root):
+            for tmp in self.staged.values():
+                _fsync_path(tmp)
+        dirs: set[Path] = set()
+        for sha256, tmp in self.staged.items():
+            final = self.store.blob_path(sha256)
+            if final.exists():
+                tmp.unlink(missing_ok=True)
+                continue
+            if not final.parent.exists():
+                final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                dirs.update((final.parent.parent, self.store.blobs_dir))
+            os.chmod(tmp, 0o400)
+            os.replace(tmp, final)
+            dirs.add(final.parent)
+        self.staged.clear()
+        if dirs and not _syncfs(self.store.root):
+            for d in dirs:
+                _fsync_dir(d)
+
+    def discard(self) -> None:
+        for tmp in self.staged.values():
+            tmp.unlink(missing_ok=True)
+        self.staged.clear()
+
+
+_LIBC = None
+
+
+def _syncfs(path: Path) -> bool:
+    """``syncfs(2)`` on the filesystem holding ``path``: every file written there reaches the disk in
+    one call. False where it is unavailable (not Linux); the caller then fsyncs file by file."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            _LIBC = libc if sys.platform.startswith("linux") and hasattr(libc, "syncfs") else False
+        except OSError:
+            _LIBC = False
+    if not _LIBC:
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return _LIBC.syncfs(fd) == 0
+    finally:
+        os.close(fd)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def new_token() -> str:
     alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
     return "hf_" + "".join(secrets.choice(alphabet) for _ in range(34))
@@ -636,12 +831,90 @@ def _commit_sha(repo: str, parent: str | None, digest: str, title: str, message:
     return hashlib.sha1("\0".join(parts).encode()).hexdigest()
 
 
+MANIFEST_CACHE_ENTRIES = 200_000  # entries of all cached manifests together: some 80 MB at most
+
+
+def _chunk_ends_after(path: str) -> bool:
+    """Whether a chunk ends after ``path``: decided by the path alone, so a change to one file
+    leaves every other chunk as it was."""
+    return int.from_bytes(hashlib.sha1(path.encode()).digest()[:4], "big") % CHUNK_ENTRIES == 0
+
+
+def _chunks(manifest: dict[str, Entry]) -> list[tuple[str, list[Entry]]]:
+    """The sorted manifest cut into (chunk id, entries); the id is a hash of the entries."""
+    out: list[tuple[str, list[Entry]]] = []
+    current: list[Entry] = []
+    for path in sorted(manifest):
+        current.append(manifest[path])
+        if _chunk_ends_after(path):
+            out.append((_chunk_oid(current), current))
+            current = []
+    if current:
+        out.append((_chunk_oid(current), current))
+    return out
+
+
+def _chunk_oid(entries: list[Entry]) -> str:
+    h = hashlib.sha256()
+    for e in entries:
+        h.update(f"{e.path}\0{e.sha256}\0{e.size}\0{int(e.is_lfs)}\0{e.git_oid}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def _write_manifest(conn: sqlite3.Connection, repo_pk: int, sha: str, manifest: dict[str, Entry],
+                    parent: dict[str, Entry]) -> None:
+    """Store commit ``sha``'s manifest (new chunks only) and the paths it changed from ``parent``."""
+    chunks = _chunks(manifest)
+    conn.executemany(
+        "INSERT OR IGNORE INTO chunk_entries(repo_pk, chunk_oid, path, sha256, size, is_lfs, git_oid) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(repo_pk, oid, e.path, e.sha256, e.size, int(e.is_lfs), e.git_oid)
+         for oid, entries in chunks
+         if conn.execute("SELECT 1 FROM chunk_entries WHERE repo_pk = ? AND chunk_oid = ? LIMIT 1",
+                         (repo_pk, oid)).fetchone() is None
+         for e in entries],
+    )
+    conn.execute("INSERT INTO commit_manifests(repo_pk, commit_sha, chunks) VALUES (?, ?, ?)",
+                 (repo_pk, sha, " ".join(oid for oid, _ in chunks)))
+    changed = [p for p in manifest.keys() | parent.keys() if manifest.get(p) != parent.get(p)]
+    conn.executemany("INSERT INTO commit_changes(repo_pk, commit_sha, path) VALUES (?, ?, ?)",
+                     [(repo_pk, sha, p) for p in changed])
+
+
+def _read_manifest(conn: sqlite3.Connection, repo_pk: int, sha: str) -> dict[str, Entry]:
+    row = conn.execute("SELECT chunks FROM commit_manifests WHERE repo_pk = ? AND commit_sha = ?",
+                       (repo_pk, sha)).fetchone()
+    oids = row[0].split() if row else []
+    entries: list[Entry] = []
+    for i in range(0, len(oids), 500):
+        part = oids[i : i + 500]
+        rows = conn.execute(
+            "SELECT path, sha256, size, is_lfs, git_oid FROM chunk_entries WHERE repo_pk = ? AND chunk_oid IN "  # noqa: S608
+            f"({', '.join('?' * len(part))})",
+            (repo_pk, *part),
+        )
+        entries += [Entry(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
+    entries.sort(key=lambda e: e.path)
+    return {e.path: e for e in entries}
+
+
+def _read_old_manifest(conn: sqlite3.Connection, repo_pk: int, sha: str) -> dict[str, Entry]:
+    rows = conn.execute("SELECT path, sha256, size, is_lfs, git_oid FROM entries WHERE repo_pk = ? AND commit_sha = ?",
+                        (repo_pk, sha))
+    return {r[0]: Entry(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows}
+
+
 def _manifest_digest(manifest: dict[str, Entry]) -> str:
     h = hashlib.sha256()
     for path in sorted(manifest):
         e = manifest[path]
         h.update(f"{path}\0{e.sha256}\0{e.size}\0{int(e.is_lfs)}\n".encode())
     return h.hexdigest()
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+        f.write(data)
 
 
 def _fsync_dir(path: Path) -> None:
