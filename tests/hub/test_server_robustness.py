@@ -774,19 +774,51 @@ def test_hub_throughput_smoke(tmp_path):
     result = json.loads((out / "hub_throughput.json").read_text())
     assert result["smoke"] is True and result["name"] == "hub_throughput"
     assert result["config"]["size_bytes"] == 8 * 2**20 and result["config"]["repeat"] == 1
+    assert result["config"]["small_files"] == 100
     assert result["command"].startswith("python benchmarks/hub_throughput.py --smoke")
-    [run] = result["runs"]  # one run per round; the seed is the round index
-    assert run["seed"] == 0 and result["seeds"] == [0]
-    m = run["metrics"]
+    # one run per round and case; the seed is the round index
+    runs = {r["arm"]: r for r in result["runs"]}
+    assert len(runs) == len(result["runs"])
+    assert set(runs) == {"big_file", "big_file_process", "small_files", "validate_yaml", "model_info"}
+    assert all(r["seed"] == 0 for r in result["runs"]) and result["seeds"] == [0]
+    m = runs["big_file"]["metrics"]
     assert m["sha256_match"] is True and result["details"]["sha256_match"] is True
     for step in ("upload", "download", "copy", "copy_fsync"):
         assert m[f"{step}_s"] > 0
         assert m[f"{step}_mib_s"] == pytest.approx(8 / m[f"{step}_s"], rel=1e-6)
         assert m[f"{step}_vs_copy"] == pytest.approx(m[f"{step}_mib_s"] / m["copy_mib_s"], rel=1e-6)
     assert m["copy_vs_copy"] == 1.0
-    [table] = result["tables"]
-    assert [row[0].split()[0] for row in table["rows"]] == ["upload", "download", "copy", "copy"]
-    assert table["rows"][0][2] == pytest.approx(m["upload_mib_s"], abs=0.05)  # median of one round
+    # the same file against a server in its own process
+    p = runs["big_file_process"]["metrics"]
+    assert p["sha256_match"] is True
+    for step in ("upload", "download"):
+        assert p[f"{step}_s"] > 0
+        assert p[f"{step}_mib_s"] == pytest.approx(8 / p[f"{step}_s"], rel=1e-6)
+        assert p[f"{step}_vs_in_process"] == pytest.approx(p[f"{step}_mib_s"] / m[f"{step}_mib_s"], rel=1e-6)
+    # many small files: every one comes back byte-identical
+    s = runs["small_files"]["metrics"]
+    assert s["files"] == 100 and s["sha256_match"] is True and s["files_differing"] == 0
+    assert s["files_in_snapshot"] >= 100  # the uploaded files, and the repo's .gitattributes
+    assert s["upload_s"] > 0 and s["download_s"] > 0
+    assert s["upload_files_per_s"] == pytest.approx(100 / s["upload_s"], rel=1e-6)
+    # validate-yaml: accepted, and GETs were timed while it ran
+    v = runs["validate_yaml"]["metrics"]
+    assert v["validate_yaml_status"] == 200 and 0.9e6 < v["yaml_bytes"] < 2**20
+    assert v["validate_yaml_s"] > 0 and v["get_idle_median_ms"] > 0
+    assert v["get_during_n"] >= 1 and v["get_during_max_ms"] > 0
+    assert v["get_delay_ms"] == pytest.approx(v["get_during_max_ms"] - v["get_idle_median_ms"], rel=1e-6)
+    i = runs["model_info"]["metrics"]
+    assert i["card_bytes"] > 4 * 10**6 and i["commit_s"] > 0
+    for key in ("first_ms", "cached_ms", "after_restart_first_ms", "after_restart_cached_ms"):
+        assert i[key] > 0
+    big, small, latency = result["tables"]
+    assert [row[0].split()[0] for row in big["rows"]] == ["upload", "download", "copy", "copy", "upload", "download"]
+    assert big["rows"][0][2] == pytest.approx(m["upload_mib_s"], abs=0.05)  # median of one round
+    assert big["rows"][4][2] == pytest.approx(p["upload_mib_s"], abs=0.05)
+    assert small["rows"][0][2] == pytest.approx(s["upload_s"], abs=5e-4)
+    assert latency["rows"][2][2] == pytest.approx(v["get_delay_ms"], abs=0.05)
     md = (out / "hub_throughput.md").read_text()
     assert "| upload (HfApi.upload_file) | 1 |" in md
+    assert "| upload (HfApi.upload_folder) | 1 |" in md
+    assert "| upload (HfApi.upload_file), server in its own process | 1 |" in md
     assert not list((tmp_path / "work").iterdir())  # the temporary hub and files are removed
