@@ -53,13 +53,14 @@ def check_command(folder: Path) -> None:
 @click.argument("old", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("new", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--tol", type=float, default=0.0, show_default=True, help="allowed absolute difference per cell")
-def compare_command(old: Path, new: Path, tol: float) -> None:
+@click.option("--common", is_flag=True, help="compare only the cells both results have (a rerun of some seeds)")
+def compare_command(old: Path, new: Path, tol: float, common: bool) -> None:
     """Compare the raw per-seed values of two results of one benchmark (does a rerun reproduce OLD?)."""
     from hubtools.bench.compare import compare_runs
     from hubtools.bench.render import load_result
 
     a, b = load_result(old), load_result(new)
-    n, diffs = compare_runs(a, b, tol=tol)
+    n, diffs = compare_runs(a, b, tol=tol, common=common)
     for d in diffs[:50]:
         click.echo(f"differs: {d.arm} seed {d.seed} {d.metric}: {d.old} -> {d.new}")
     more = " (first 50 shown)" if len(diffs) > 50 else ""

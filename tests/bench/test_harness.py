@@ -140,6 +140,9 @@ def test_compare_runs_cell_by_cell(tmp_path):
     n, diffs = compare_runs(ra, rb)
     assert [(d.arm, d.seed, d.old) for d in diffs] == [("new", 2, 81.5)]
     assert compare_runs(ra, rb, tol=1e-3)[1] == []
+    one_seed = ra.model_copy(update={"runs": [r for r in ra.runs if r.seed == 1]})
+    assert len(compare_runs(ra, one_seed)[1]) == 6  # seeds 2 and 3 missing on one side
+    assert compare_runs(ra, one_seed, common=True) == (3, [])
     out = CliRunner().invoke(main, ["bench", "compare", str(a), str(b)])
     assert out.exit_code == 1 and "8 of 9 cells identical" in out.output
     assert CliRunner().invoke(main, ["bench", "compare", str(a), str(a)]).exit_code == 0
