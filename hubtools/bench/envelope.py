@@ -71,6 +71,8 @@ class DeviceInfo(_Strict):
     name: str
     cpus: int
     torch_threads: int | None = None
+    # 1-minute load average when the run started: timings from a shared, busy machine say so
+    load_avg: float | None = None
 
 
 class Run(_Strict):
@@ -214,7 +216,11 @@ def device_info(device: str = "cpu") -> DeviceInfo:
             name = torch.cuda.get_device_name(torch.device(device))
     except ImportError:
         pass
-    return DeviceInfo(kind=kind, name=name, cpus=os.cpu_count() or 1, torch_threads=threads)
+    try:
+        load = round(os.getloadavg()[0], 2)
+    except OSError:
+        load = None
+    return DeviceInfo(kind=kind, name=name, cpus=os.cpu_count() or 1, torch_threads=threads, load_avg=load)
 
 
 def command_line(argv: list[str] | None = None) -> str:

@@ -120,6 +120,7 @@ class Benchmark:
                         if args.smoke else RESULTS_DIR)
         args.work = args.work or default_work_dir(self.name)
         args.device = resolve_device(args.device)
+        self._load_at_start = device_info(args.device).load_avg  # the load a run began under
         self.args = args
         self._argv = None if argv is None else [self.script, *argv]
         return args
@@ -178,7 +179,7 @@ class Benchmark:
             git=self.git,
             code=self.code,
             versions=library_versions(),
-            device=device_info(self.args.device),
+            device=device_info(self.args.device).model_copy(update={"load_avg": self._load_at_start}),
             started_at=self._started,
             wall_s=round(time.perf_counter() - self._t0, 1),
             smoke=bool(self.args.smoke),

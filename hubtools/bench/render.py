@@ -48,7 +48,8 @@ def markdown(result: Result) -> str:
         f"- Data: {r.data}",
         f"- Commit: `{git}`; code digest `{r.code.digest[:12]}` over {', '.join(r.code.paths)}",
         f"- Device: {r.device.kind} ({r.device.name}), {r.device.cpus} CPUs"
-        + (f", {r.device.torch_threads} torch threads" if r.device.torch_threads else ""),
+        + (f", {r.device.torch_threads} torch threads" if r.device.torch_threads else "")
+        + (f", load average {r.device.load_avg} at the start" if r.device.load_avg is not None else ""),
         f"- Seeds: {', '.join(map(str, r.seeds)) or '–'}; started {r.started_at}; wall time {r.wall_s:.0f} s",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in r.versions.items()),
         "",
