@@ -101,7 +101,9 @@ def fill_blocks(text: str, results: dict[str, Result]) -> str:
 
     def sub(m: re.Match) -> str:
         name = m.group("name")
-        body = result_block(results[name]) if name in results else f"(no committed result `{name}`)\n"
+        missing = (f"(no current result `{name}`: its benchmark has not been run under the result "
+                   "envelope yet; the command is given above)\n")
+        body = result_block(results[name]) if name in results else missing
         return m.group(1) + body + m.group(3)
 
     return _BLOCK.sub(sub, text)

@@ -119,7 +119,7 @@ def test_docs_blocks_are_filled_from_results(tmp_path):
     assert "old numbers" not in filled and filled.startswith("intro\n<!-- bench:demo_result -->\n")
     assert "H1" in filled and "V1" in filled and "| new | 3 |" in filled and filled.endswith("after\n")
     assert fill_blocks(filled, {"demo_result": result}) == filled  # idempotent
-    assert "no committed result" in fill_blocks(page, {})
+    assert "no current result `demo_result`" in fill_blocks(page, {})
 
 
 def test_compare_runs_cell_by_cell(tmp_path):
