@@ -18,12 +18,23 @@ def bench_group() -> None:
 @click.argument("results", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def render_command(results: tuple[Path, ...]) -> None:
     """Re-draw the Markdown page and PNGs of RESULTS (default: every committed result) from their JSON."""
+    from pydantic import ValidationError
+
     from hubtools.bench.catalog import result_files
     from hubtools.bench.render import render_file
 
+    invalid = 0
     for path in results or result_files():
-        for f in render_file(path):
+        try:
+            written = render_file(path)
+        except ValidationError as err:  # an old-layout file: say which, render the others
+            invalid += 1
+            click.echo(f"INVALID {path}: {str(err).splitlines()[0]} (not rendered)", err=True)
+            continue
+        for f in written:
             click.echo(f"wrote {f}")
+    if invalid:
+        raise SystemExit(1)
 
 
 @bench_group.command("check")
