@@ -141,7 +141,7 @@ def test_train_from_hub_repo_then_table(fmnist_lt, hub, repo_id, tmp_path):
     assert header.startswith("| Family | Method | Many | Medium | Few | Group avg | Balanced acc |")
     erm_row = next(line for line in md.splitlines() if "| erm |" in line).split("|")
     few = [e["few_acc"] for e in erm]
-    assert erm_row[5].strip() == f"{np.mean(few):.1f} ± {np.std(few):.1f}"
+    assert erm_row[5].strip() == f"{np.mean(few):.1f} ± {np.std(few, ddof=1):.1f}"
     assert erm_row[-2].strip() == "2"
     bs_row = next(line for line in md.splitlines() if "| balanced_softmax |" in line).split("|")
     assert bs_row[1].strip() == "re-weighting" and bs_row[7].strip() == f"{bs['balanced_acc']:.1f}"
