@@ -1,4 +1,4 @@
-"""Card metadata on the local Hub: the checks huggingface.co applies, bounded parsing, one parse per card.
+"""Card metadata on the local Hub: the checks the public Hub applies, bounded parsing, one parse per card.
 
 Driven with the unmodified huggingface_hub client (``ModelCard.push_to_hub``, ``upload_file``
 and ``create_commit`` all post README.md to ``/api/validate-yaml`` before committing).

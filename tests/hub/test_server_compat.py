@@ -1,4 +1,4 @@
-"""Client-compatibility details of the local Hub, each checked with the unmodified client as huggingface.co
+"""Client-compatibility details of the local Hub, each checked with the unmodified client as the public Hub
 answers it: tree of a file, namespace-less ids, folder deletes, case-insensitive ids, request ids,
 and a lost blob answered with an error status before any body."""
 
