@@ -9,6 +9,7 @@ hubtools semiseg predict --model runs/x/model --image brain.nii.gz --out mask.ni
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,37 @@ def semiseg_group() -> None:
 @click.option("--prior-sigma", type=float, default=0.1, show_default=True)
 @click.option("--beta-kl", type=float, default=0.1, show_default=True)
 @click.option("--softness", type=float, default=0.05, show_default=True)
-@click.option("--warmup-start", type=float, default=0.2, show_default=True)
+@click.option(
+    "--teacher",
+    type=click.Choice(["ema", "none"]),
+    default="ema",
+    show_default=True,
+    help="pl/bpl: pseudo labels from an EMA teacher on a weak view (ema) or the student's own pass (none).",
+)
+@click.option("--ema-decay", type=float, default=0.99, show_default=True, help="EMA teacher decay per step.")
+@click.option(
+    "--confidence",
+    type=float,
+    default=0.8,
+    show_default=True,
+    help="Student learns pseudo labels only where p >= c or p <= 1 - c (0.5: every pixel).",
+)
+@click.option(
+    "--strong-elastic",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Teacher mode: elastic warp of the student's view, in pixels (0: none).",
+)
+@click.option(
+    "--warmup-trigger",
+    type=click.Choice(["plateau", "step"]),
+    default="plateau",
+    show_default=True,
+    help="Start the pseudo-label ramp when the supervised loss plateaus, or at --warmup-start exactly.",
+)
+@click.option("--warmup-start", type=float, default=0.2, show_default=True, help="Earliest ramp start (fraction).")
+@click.option("--warmup-latest", type=float, default=0.5, show_default=True, help="Plateau trigger: latest start.")
 @click.option("--warmup-len", type=float, default=0.1, show_default=True)
 @click.option(
     "--crop", type=int, multiple=True, help="Random training crop, one value per axis (repeat the flag)."
@@ -118,6 +149,9 @@ def train_command(**options: Any) -> None:
     from hubtools.hub.publish import push_artifact
     from hubtools.semiseg.trainer import MODEL_DIR, save_model_artifact, train_semiseg
 
+    # Under accelerate launch every process runs this command; only the main one reports.
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    say = click.echo if main_process else (lambda *_, **__: None)
     if options["crop"] == ():
         options["crop"] = None
     if options["resume"] in ("none", "null"):
@@ -131,25 +165,28 @@ def train_command(**options: Any) -> None:
         if extra["threads"]:
             torch.set_num_threads(extra["threads"])
         data = _load_data(extra["data"], extra["dims"], extra["labelled_fraction"], extra["classes"])
-        click.echo(
+        say(
             f"data: {data.description}; labelled {len(data.splits['labelled'].images)}, unlabelled "
             f"{len(data.splits['unlabelled'].images)}, test {len(data.splits['test'].images)}"
         )
         result = train_semiseg(data, cfg)
         scores = ", ".join(f"{k}={v:.4f}" for k, v in result.scores.items())
-        click.echo(f"test: {scores}")
+        say(f"test: {scores}")
         if result.threshold_history:
             last = result.threshold_history[-1]
-            click.echo(f"threshold q(T): mean {last['T_mu']:.4f}, std {last['T_sigma']:.4f}")
-        if extra["push_to"]:
+            learned = "learned" if result.model.config.threshold_learned else "not learned: the prior (hard mode)"
+            say(f"threshold q(T): mean {last['T_mu']:.4f}, std {last['T_sigma']:.4f} ({learned})")
+        if result.pl_start is not None and cfg.method != "supervised":
+            say(f"pseudo labels from step {result.pl_start:g}")
+        if extra["push_to"] and main_process:
             folder = save_model_artifact(
                 result.model, cfg.output_dir / MODEL_DIR, cfg, data, result.scores, repo_id=extra["push_to"]
             )
             commit = push_artifact(folder, extra["push_to"])
-            click.echo(f"pushed {folder} to {commit.commit_url}")
+            say(f"pushed {folder} to {commit.commit_url}")
     except HubtoolsError as err:
         raise click.ClickException(str(err)) from None
-    click.echo(f"run folder: {cfg.output_dir}")
+    say(f"run folder: {cfg.output_dir}")
 
 
 @semiseg_group.command("build-data")
@@ -201,15 +238,24 @@ def build_data_command(
     required=True,
     help="Mask file (same format as the image): class index per voxel.",
 )
-def predict_command(model_path: str, image: Path, out: Path) -> None:
-    """Segment one image or volume (2D models go slice by slice through a volume's last axis)."""
-    from hubtools.semiseg.predict import predict_file
+@click.option(
+    "--confidence-png",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to save image | mask | threshold-confidence map (default: beside the mask, *.confidence.png).",
+)
+def predict_command(model_path: str, image: Path, out: Path, confidence_png: Path | None) -> None:
+    """Segment one image or volume (2D models go slice by slice through a volume's last axis) and save
+    the per-pixel confidence under the threshold distribution q(T) as a PNG beside the mask."""
+    from hubtools.semiseg.predict import confidence_png_path, predict_file
 
+    png = confidence_png or confidence_png_path(out)
     try:
-        counts = predict_file(model_path, image, out)
+        counts = predict_file(model_path, image, out, confidence_png=png)
     except HubtoolsError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"wrote {out}: voxels per class {counts}")
+    click.echo(f"wrote {png}: image, mask and confidence under the threshold distribution")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ class UNetSegConfig(PreTrainedConfig):
             the prior: an untrained head gives sigma near 1, and thresholds drawn that widely make the
             pseudo labels noise until the KL has pulled sigma down).
         class_names: names of the output channels, for cards and reports.
+        threshold_learned: whether training taught the threshold head from the pseudo labels (Bayesian
+            pseudo labels in a mode with a gradient to T); otherwise q(T) is the prior and the
+            confidence map of ``UNetForSemiSeg.threshold_confidence`` reflects only the prior.
         initializer_range: kept for transformers' conventions; weights use PyTorch's default init.
     """
 
@@ -47,6 +50,7 @@ class UNetSegConfig(PreTrainedConfig):
         threshold_init_sigma: float = 0.1,
         class_names: list[str] | tuple[str, ...] | None = None,
         initializer_range: float = 0.02,
+        threshold_learned: bool = False,
         **kwargs,
     ) -> None:
         if spatial_dims not in (2, 3):
@@ -73,6 +77,7 @@ class UNetSegConfig(PreTrainedConfig):
         self.threshold_init_mu = threshold_init_mu
         self.threshold_init_sigma = threshold_init_sigma
         self.class_names = list(class_names) if class_names is not None else None
+        self.threshold_learned = bool(threshold_learned)
         self.initializer_range = initializer_range
         super().__init__(**kwargs)
 

@@ -270,11 +270,8 @@ def _percentile_normalise(image: np.ndarray, low: float = 1.0, high: float = 99.
     return np.clip((image.astype(np.float32) - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
 
 
-def nuclei_dataset(
-    tile: int = 64, labelled_fraction: float = 0.1, test_fraction: float = 0.25
-) -> SegmentationData:
-    """Real fluorescence nuclei (stardist ``img2d.tif``/``mask2d.tif``, DSB2018, 125 manually outlined
-    nuclei) tiled into ``tile`` x ``tile`` patches; test = the tiles of the bottom ``test_fraction`` rows."""
+def nuclei_image() -> tuple[np.ndarray, np.ndarray]:
+    """stardist's ``img2d.tif`` scaled to [0, 1] by its 1st/99.8th percentiles, and ``mask2d.tif > 0``."""
     import tifffile
 
     folder = package_dir("stardist", "pip install --no-deps stardist==0.9.2") / "data" / "images"
@@ -282,6 +279,15 @@ def nuclei_dataset(
     mask = (tifffile.imread(folder / "mask2d.tif") > 0).astype(np.int64)
     if image.shape != mask.shape:
         raise SegmentationDataError(f"{folder}: img2d.tif {image.shape} and mask2d.tif {mask.shape} differ")
+    return image, mask
+
+
+def nuclei_dataset(
+    tile: int = 64, labelled_fraction: float = 0.1, test_fraction: float = 0.25
+) -> SegmentationData:
+    """Real fluorescence nuclei (stardist ``img2d.tif``/``mask2d.tif``, DSB2018, 125 manually outlined
+    nuclei) tiled into ``tile`` x ``tile`` patches; test = the tiles of the bottom ``test_fraction`` rows."""
+    image, mask = nuclei_image()
     rows, cols = image.shape[0] // tile, image.shape[1] // tile
     test_rows = max(1, round(test_fraction * rows))
     pool_img, pool_mask, test_img, test_mask = [], [], [], []
@@ -462,6 +468,7 @@ __all__ = [
     "load_segmentation_data",
     "mni_dataset",
     "nuclei_dataset",
+    "nuclei_image",
     "one_hot_targets",
     "output_channels",
     "pool_size",

@@ -1,8 +1,8 @@
-"""Losses of supervised, pseudo-label and Bayesian pseudo-label training (spec section 2).
+"""Losses of supervised, pseudo-label and Bayesian pseudo-label training.
 
 Everything works on per-class sigmoid outputs: ``logits`` and targets of shape
 (B, C, *spatial), one channel per foreground class. Dice sums run over the whole batch
-(spec 2.4), so a batch with little foreground still gets a meaningful overlap term.
+so a batch with little foreground still gets a meaningful overlap term.
 """
 
 from __future__ import annotations
@@ -17,20 +17,40 @@ PL_MODES: tuple[str, ...] = ("soft", "straight_through", "hard")
 DICE_EPS = 1e-6
 
 
-def soft_dice_loss(prob: torch.Tensor, target: torch.Tensor, eps: float = DICE_EPS) -> torch.Tensor:
-    """``1 - (2 sum(p y) + eps) / (sum p + sum y + eps)`` per channel over the whole batch, averaged over channels."""
+def soft_dice_loss(
+    prob: torch.Tensor, target: torch.Tensor, eps: float = DICE_EPS, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``1 - (2 sum(p y) + eps) / (sum p + sum y + eps)`` per channel over the whole batch, averaged over channels.
+
+    ``weight`` (same shape, 0/1 or soft) restricts the sums to the pixels it keeps (confidence masking).
+    """
+    if weight is not None:
+        prob, target = prob * weight, target * weight
     dims = [0, *range(2, prob.dim())]
     intersection = (prob * target).sum(dims)
     denominator = prob.sum(dims) + target.sum(dims)
     return (1 - (2 * intersection + eps) / (denominator + eps)).mean()
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """``0.5 SoftDice(sigmoid(f / tau), y) + 0.5 BCEWithLogits(f / tau, y)``; ``y`` may be soft (pseudo labels)."""
+def segmentation_loss(
+    logits: torch.Tensor, target: torch.Tensor, temperature: float = 1.0, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``0.5 SoftDice(sigmoid(f / tau), y) + 0.5 BCEWithLogits(f / tau, y)``; ``y`` may be soft (pseudo labels).
+
+    With a pixel ``weight`` both terms count only the weighted pixels (the BCE is their weighted mean).
+    """
     scaled = logits / temperature
-    return 0.5 * soft_dice_loss(torch.sigmoid(scaled), target) + 0.5 * F.binary_cross_entropy_with_logits(
-        scaled, target
-    )
+    if weight is None:
+        bce = F.binary_cross_entropy_with_logits(scaled, target)
+    else:
+        per_pixel = F.binary_cross_entropy_with_logits(scaled, target, reduction="none")
+        bce = (per_pixel * weight).sum() / weight.sum().clamp_min(1.0)
+    return 0.5 * soft_dice_loss(torch.sigmoid(scaled), target, weight=weight) + 0.5 * bce
+
+
+def confidence_mask(prob: torch.Tensor, confidence: float) -> torch.Tensor:
+    """1 where ``prob >= confidence`` or ``prob <= 1 - confidence`` (pixels a pseudo label may teach), else 0."""
+    return ((prob >= confidence) | (prob <= 1 - confidence)).to(prob.dtype)
 
 
 def gaussian_kl(
@@ -99,6 +119,7 @@ def warmup_weight(
 
 __all__ = [
     "DICE_EPS",
+    "confidence_mask",
     "PL_MODES",
     "PLMode",
     "expand_threshold",

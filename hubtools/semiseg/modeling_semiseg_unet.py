@@ -169,5 +169,20 @@ class UNetForSemiSeg(UNetSegPreTrainedModel):
         """``sigmoid(logits / tau)``: what evaluation binarises at 0.5."""
         return torch.sigmoid(self(pixel_values).logits / self.config.logit_temperature)
 
+    def threshold_confidence(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-pixel foreground probability under the threshold's uncertainty, and its confidence.
+
+        With ``T ~ q(T | x) = N(mu, sigma^2)`` from the threshold head, a pixel of probability ``p`` is
+        foreground with probability ``P(T < p) = Phi((p - mu) / sigma)``; the confidence is
+        ``max(Phi, 1 - Phi)`` (0.5: the label flips with the threshold, 1: it never does). Both have
+        the logits' shape. ``config.threshold_learned`` says whether q(T) was learned or is the prior.
+        """
+        out = self(pixel_values)
+        prob = torch.sigmoid(out.logits / self.config.logit_temperature)
+        mu = out.threshold_mu.reshape(*out.threshold_mu.shape, *([1] * (prob.dim() - 2)))
+        sigma = torch.exp(0.5 * out.threshold_logvar).reshape(mu.shape)
+        foreground = torch.distributions.Normal(mu, sigma).cdf(prob)
+        return foreground, torch.maximum(foreground, 1 - foreground)
+
 
 __all__ = ["SemiSegOutput", "UNetForSemiSeg", "UNetSegPreTrainedModel"]

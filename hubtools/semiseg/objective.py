@@ -1,11 +1,28 @@
-"""The training objective of all three methods: ``L = L_sup + alpha(t) (beta_pl L_PL + beta_kl KL)`` (spec 2.2-2.4).
+"""The training objective of all three methods: ``L = L_sup + alpha(t) (beta_pl L_PL + beta_kl KL)``.
 
 - ``supervised``: ``L_sup`` only.
-- ``pl``: pseudo label ``1[p_u > 0.5]`` from the same forward pass, detached (the EM view: the
-  E-step labels, the M-step is this optimiser step); no KL.
+- ``pl``: pseudo label ``1[p_u > 0.5]`` (the EM view: the E-step labels, the M-step is this
+  optimiser step); no KL.
 - ``bpl``: the threshold is a latent variable with posterior ``q_phi(T | x_u) = N(mu, sigma^2)``
   and prior ``N(mu0, sigma0^2)``; one reparameterised sample ``T = mu + sigma eps`` per image and
   step, the pseudo-label loss as the negative log-likelihood of the ELBO plus ``beta_kl KL``.
+
+Where the pseudo labels come from (``teacher``): ``"ema"`` (default) labels the unlabelled images
+with an EMA teacher's probabilities on a weak view while the student sees a strong view
+(:mod:`hubtools.semiseg.teacher`); ``"none"`` labels them with the student's own forward pass,
+as the original method does, which loses to supervised-only on the MNI benchmark (confirmation bias).
+``confidence`` keeps only the pixels whose source probability is ``>= c`` or ``<= 1 - c`` in the
+student's pseudo-label loss.
+
+How the threshold T learns (BPL): the pseudo label's log-likelihood reaches T only through a label
+that depends smoothly on T. ``pl_mode="soft"`` (``sigmoid((p - T) / s)``) and ``"straight_through"``
+give ``dL_PL/dT != 0``; ``"hard"`` (``1[p > T]``, the original code) gives none, so its q(T) is pulled
+onto the prior by the KL alone and its threshold is *sampled from the prior, not learned*
+(:data:`THRESHOLD_LEARNS`). The likelihood term that trains T uses every pixel, also where the
+confidence mask hides a pixel from the student. With self-labels (``teacher="none"``) the likelihood
+is highest where T sits at the model's own decision boundary 0.5, so T only leaves the prior mean when
+that is not 0.5; with a teacher T settles where the teacher's probabilities cross the student's
+boundary (the benchmark's prior sweep shows where it ends).
 
 The gates of the anchor skip a term without breaking the graph (multiplying by 0), so every
 parameter receives a (possibly zero) gradient each step, as DDP requires.
@@ -19,14 +36,23 @@ import torch
 from pydantic import Field
 
 from hubtools.config import StrictModel
-from hubtools.semiseg.losses import gaussian_kl, pseudo_labels, segmentation_loss, warmup_weight
+from hubtools.semiseg.losses import (
+    confidence_mask,
+    gaussian_kl,
+    pseudo_labels,
+    segmentation_loss,
+    warmup_weight,
+)
 
 Method = Literal["supervised", "pl", "bpl"]
 METHODS: tuple[str, ...] = ("supervised", "pl", "bpl")
+# Whether the pseudo-label likelihood gives the threshold head a gradient, per ``pl_mode``.
+THRESHOLD_LEARNS: dict[str, bool] = {"soft": True, "straight_through": True, "hard": False}
 
 
 class ObjectiveConfig(StrictModel):
-    """The loss settings; defaults are the spec's (anchor HEAD brain config where the spec cites one)."""
+    """The loss settings. Prior, KL weight and gates follow the method's published brain configuration;
+    teacher, confidence masking and the plateau-triggered ramp are hubtools' defaults (see the module doc)."""
 
     method: Method = "bpl"
     pl_mode: Literal["soft", "straight_through", "hard"] = Field(
@@ -38,8 +64,31 @@ class ObjectiveConfig(StrictModel):
     softness: float = Field(0.05, gt=0, description="s of the soft pseudo label sigmoid((p - T) / s)")
     beta_pl: float = Field(1.0, ge=0)
     beta_kl: float = Field(0.1, ge=0)
+    teacher: Literal["ema", "none"] = Field(
+        "ema",
+        description="pseudo labels from an EMA teacher on a weak view (ema) or the student's own pass (none)",
+    )
+    ema_decay: float = Field(0.99, ge=0, lt=1, description="teacher <- d teacher + (1 - d) student per step")
+    confidence: float = Field(
+        0.8,
+        ge=0.5,
+        lt=1,
+        description="student learns pseudo labels only where p >= c or p <= 1 - c (0.5: all)",
+    )
+    warmup_trigger: Literal["plateau", "step"] = Field(
+        "plateau",
+        description="start the ramp once the supervised loss plateaus (between warmup_start and warmup_latest), "
+        "or at warmup_start exactly",
+    )
     warmup_start: float = Field(0.2, ge=0, le=1, description="alpha(t) is 0 before warmup_start * steps")
+    warmup_latest: float = Field(
+        0.5, ge=0, le=1, description="plateau trigger: the ramp starts by this fraction"
+    )
     warmup_len: float = Field(0.1, ge=0, le=1, description="then rises linearly over warmup_len * steps")
+    plateau_window: int = Field(50, ge=1, description="steps per window of the plateau test")
+    plateau_tol: float = Field(
+        0.02, ge=0, description="plateau: a window improved by less than this (relative)"
+    )
     alpha_max: float = Field(1.0, ge=0)
     min_foreground: float = Field(
         0.005, ge=0, lt=1, description="skip a term whose (pseudo) label foreground fraction is <= this"
@@ -93,12 +142,16 @@ def semiseg_objective(
     mu: torch.Tensor | None = None,
     logvar: torch.Tensor | None = None,
     reduce_batch: bool = False,
+    source_prob_u: torch.Tensor | None = None,
+    alpha: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The total loss and the scalars to log (``loss_sup``, ``loss_pl``, ``kl``, ``alpha``, ``pl_gate``,
-    ``pl_foreground``, ``T_mu``, ``T_sigma``).
+    ``pl_foreground``, ``pl_confident``, ``T_mu``, ``T_sigma``).
 
     ``step`` is the optimiser step being taken (0-based), ``mu``/``logvar`` the threshold head's
     output for the unlabelled images (B, C). ``reduce_batch`` draws one threshold per batch.
+    ``source_prob_u`` are the probabilities the pseudo labels come from (a teacher's, aligned with
+    ``logits_u``); ``None`` uses the student's own. ``alpha`` overrides the step-based ramp.
     """
     fg_l = target_l.float().mean()
     sup_gate = (fg_l > cfg.min_foreground).to(logits_l.dtype)
@@ -108,8 +161,11 @@ def semiseg_objective(
     if cfg.method == "supervised" or logits_u is None:
         return total, metrics
 
-    alpha = warmup_weight(step, total_steps, cfg.warmup_start, cfg.warmup_len, cfg.alpha_max)
-    prob_u = torch.sigmoid(logits_u.detach() / temperature)
+    if alpha is None:
+        alpha = warmup_weight(step, total_steps, cfg.warmup_start, cfg.warmup_len, cfg.alpha_max)
+    prob_u = (
+        torch.sigmoid(logits_u.detach() / temperature) if source_prob_u is None else source_prob_u.detach()
+    )
     if cfg.method == "pl":
         target_u = pseudo_labels(prob_u, cfg.pl_threshold, mode="hard")
         kl = torch.zeros((), dtype=logits_u.dtype, device=logits_u.device)
@@ -130,9 +186,16 @@ def semiseg_objective(
         metrics["T_sigma"] = q_sigma.detach().mean()
     pl_foreground = target_u.detach().mean()
     pl_gate = ((pl_foreground > cfg.min_foreground) & in_range).to(logits_u.dtype)
-    loss_pl = segmentation_loss(logits_u, target_u, temperature)
+    weight = confidence_mask(prob_u, cfg.confidence) if cfg.confidence > 0.5 else None
+    # The student learns from the (masked) labels; T learns from the likelihood of every pixel. The
+    # value is the student's loss, the gradient w.r.t. T that of the unmasked likelihood.
+    loss_pl = segmentation_loss(logits_u, target_u.detach(), temperature, weight)
+    if target_u.requires_grad:
+        likelihood = segmentation_loss(logits_u.detach(), target_u, temperature)
+        loss_pl = loss_pl + (likelihood - likelihood.detach())
     total = total + alpha * pl_gate * (cfg.beta_pl * loss_pl + cfg.beta_kl * kl)
     metrics.update(
+        pl_confident=weight.mean().detach() if weight is not None else torch.ones(()),
         loss_pl=loss_pl.detach(),
         kl=kl.detach(),
         alpha=torch.tensor(alpha),
@@ -143,4 +206,11 @@ def semiseg_objective(
     return total, metrics
 
 
-__all__ = ["METHODS", "Method", "ObjectiveConfig", "semiseg_objective", "threshold_distributions"]
+__all__ = [
+    "METHODS",
+    "THRESHOLD_LEARNS",
+    "Method",
+    "ObjectiveConfig",
+    "semiseg_objective",
+    "threshold_distributions",
+]

@@ -4,12 +4,17 @@
 with ``unlabelled_ratio`` unlabelled ones (by index; the arrays live on the device). A batch is
 therefore ``batch_size`` labelled + ``batch_size * unlabelled_ratio`` unlabelled images, put
 through the U-Net in one forward pass (InstanceNorm: no statistics are shared between samples, so
-the pseudo labels are those of the train-mode forward of each image, spec section 3).
+the pseudo labels are those of the train-mode forward of each image).
+
+With ``teacher="ema"`` (the default of the pseudo-label methods) the unlabelled images are labelled by
+an EMA teacher on their weak view (crop and flip) and the student sees a strong view (scanner-like
+intensity changes and an elastic warp of up to ``strong_elastic`` pixels, applied to the teacher's
+probabilities too). The teacher and the ramp schedule are checkpoint objects.
 
 Random crops, flips and the scan-variability augmentation happen inside ``loss_fn`` with the
 global torch RNG, which the checkpoints carry, and the threshold head is part of the model, so
-a resumed run is exact. The ramp alpha(t) reads the step from a counter that is a checkpoint
-object for the same reason.
+a resumed run is exact. The ramp alpha(t) reads the step from a counter and the plateau test from
+a :class:`~hubtools.semiseg.teacher.RampSchedule`, both checkpoint objects for the same reason.
 
 The run folder holds ``metrics.jsonl`` (with the threshold's mean ``T_mu`` and spread ``T_sigma``),
 ``checkpoints/``, ``model/`` (the Hub artifact: config, safetensors, remote code, card),
@@ -44,7 +49,8 @@ from hubtools.semiseg.data import (
 from hubtools.semiseg.losses import pseudo_labels
 from hubtools.semiseg.metrics import segmentation_scores
 from hubtools.semiseg.modeling_semiseg_unet import UNetForSemiSeg
-from hubtools.semiseg.objective import ObjectiveConfig, semiseg_objective
+from hubtools.semiseg.objective import THRESHOLD_LEARNS, ObjectiveConfig, semiseg_objective
+from hubtools.semiseg.teacher import EMATeacher, RampSchedule, strong_view, warp
 from hubtools.train import METRICS_FILE, TrainConfig, TrainState, train
 
 MODEL_DIR = "model"
@@ -73,6 +79,10 @@ class SemiSegTrainConfig(ObjectiveConfig):
     )
     augment: Literal["none", "flip", "scan"] = Field(
         "flip", description="flip: random left-right flips of labelled images; scan: also scanner variability"
+    )
+    strong_intensity: bool = Field(True, description="teacher mode: scanner-like intensity changes on the student view")
+    strong_elastic: float = Field(
+        2.0, ge=0, description="teacher mode: elastic warp of the student view, in pixels (0: none)"
     )
     log_every: int = Field(10, ge=1)
     eval_every: int | None = Field(None, ge=1)
@@ -118,6 +128,7 @@ class SemiSegResult:
     scores: dict[str, float]
     output_dir: Path
     threshold_history: list[dict[str, float]] = field(default_factory=list)
+    pl_start: float | None = None  # the step the pseudo-label ramp started (None: it never did)
 
 
 def random_crop(
@@ -222,6 +233,15 @@ def train_semiseg(
         resume=cfg.resume,
     )
     counter = StepCounter()
+    schedule = RampSchedule(
+        cfg.steps,
+        trigger=cfg.warmup_trigger,
+        earliest=cfg.warmup_start,
+        latest=cfg.warmup_latest,
+        window=cfg.plateau_window,
+        tol=cfg.plateau_tol,
+    )
+    teacher = EMATeacher(model, cfg.ema_decay) if uses_teacher(cfg) else None
     device_cache: dict[str, torch.Tensor] = {}
 
     def arrays(device: torch.device) -> dict[str, torch.Tensor]:
@@ -240,10 +260,18 @@ def train_semiseg(
         if cfg.augment == "scan":
             x_l = scan_variability(x_l)
         target_l = one_hot_targets(y_l, num_classes)
-        x_u = None
+        x_u, source_u = None, None
         if cfg.method != "supervised":
             x_u, _ = random_crop(tensors["x_u"][batch["unlabelled"].flatten()], None, cfg.crop)
-            if cfg.augment == "scan":
+            if teacher is not None:
+                if cfg.augment != "none":
+                    x_u = random_flip(x_u, x_u)[0]
+                teacher.to(x_u.device)
+                source_u = teacher.probabilities(x_u)  # the weak view
+                x_u, grid = strong_view(x_u, cfg.strong_intensity, cfg.strong_elastic)
+                if grid is not None:
+                    source_u = warp(source_u, grid)
+            elif cfg.augment == "scan":
                 x_u = scan_variability(x_u)
         output = model(pixel_values=x_l if x_u is None else torch.cat([x_l, x_u]))
         n_l = x_l.shape[0]
@@ -258,13 +286,19 @@ def train_semiseg(
             mu=output.threshold_mu[n_l:],
             logvar=output.threshold_logvar[n_l:],
             reduce_batch=cfg.threshold_reduce == "batch",
+            source_prob_u=source_u,
+            alpha=schedule.alpha(counter.step, cfg.warmup_len, cfg.alpha_max),
         )
+        schedule.record(float(metrics["loss_sup"]))
         # Every parameter takes part in every step (zero gradient where a term is off), as DDP requires.
         loss = loss + 0.0 * (output.threshold_mu.sum() + output.threshold_logvar.sum())
         return loss, metrics
 
     def on_step_end(state: TrainState) -> None:
         counter.step = state.step
+        schedule.end_step(state.step, state.accelerator)
+        if teacher is not None:
+            teacher.update(state.model)
 
     def eval_fn(state: TrainState) -> dict[str, float]:
         return {f"test/{k}": v for k, v in evaluate(state.model, data).items()}
@@ -279,7 +313,7 @@ def train_semiseg(
         train_cfg,
         eval_fn=eval_fn,
         on_step_end=on_step_end,
-        checkpoint_objects=[counter],
+        checkpoint_objects=[counter, schedule] + ([teacher] if teacher is not None else []),
     )
     trained = result.model.cpu().eval()
     # eval_fn ran once at the end of the run (or the finished run's checkpoint holds its scores)
@@ -287,9 +321,22 @@ def train_semiseg(
     if "dice" not in scores:
         scores = evaluate(trained, data)
     history = threshold_history(out / METRICS_FILE)
+    trained.config.threshold_learned = threshold_learned(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
-        _write_outputs(trained, data, cfg, scores, history, save_artifact)
-    return SemiSegResult(model=trained, scores=scores, output_dir=out, threshold_history=history)
+        _write_outputs(trained, data, cfg, scores, history, save_artifact, schedule.start)
+    return SemiSegResult(
+        model=trained, scores=scores, output_dir=out, threshold_history=history, pl_start=schedule.start
+    )
+
+
+def uses_teacher(cfg: ObjectiveConfig) -> bool:
+    """Whether a run labels its unlabelled images with an EMA teacher."""
+    return cfg.method != "supervised" and cfg.teacher == "ema"
+
+
+def threshold_learned(cfg: ObjectiveConfig) -> bool:
+    """Whether the run trains q(T) from the pseudo labels' likelihood (else T is drawn from the prior)."""
+    return cfg.method == "bpl" and THRESHOLD_LEARNS[cfg.pl_mode]
 
 
 def threshold_history(metrics_path: Path) -> list[dict[str, float]]:
@@ -311,6 +358,7 @@ def _write_outputs(
     scores: dict[str, float],
     history: list[dict[str, float]],
     save_artifact: bool,
+    pl_start: float | None = None,
 ) -> None:
     out = Path(cfg.output_dir)
     summary: dict[str, Any] = {
@@ -325,6 +373,10 @@ def _write_outputs(
         "seed": cfg.seed,
         "scores": scores,
         "final_T_mu": history[-1]["T_mu"] if history else None,
+        "threshold_learned": threshold_learned(cfg),
+        "teacher": cfg.teacher if cfg.method != "supervised" else None,
+        "pl_start_step": pl_start if cfg.method != "supervised" else None,
+        "prior": {"mu0": cfg.prior_mu, "sigma0": cfg.prior_sigma} if cfg.method == "bpl" else None,
     }
     (out / RESULTS_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if save_artifact:
@@ -353,7 +405,13 @@ def save_model_artifact(
 
     model.config.register_for_auto_class()
     model.register_for_auto_class("AutoModel")
-    prior = {"mu0": cfg.prior_mu, "sigma0": cfg.prior_sigma, "softness": cfg.softness, "pl_mode": cfg.pl_mode}
+    prior = {
+        "mu0": cfg.prior_mu,
+        "sigma0": cfg.prior_sigma,
+        "softness": cfg.softness,
+        "pl_mode": cfg.pl_mode,
+        "threshold_learned": threshold_learned(cfg),
+    }
     card = render_card(
         "segmentation_model",
         card_data={
@@ -372,6 +430,7 @@ def save_model_artifact(
         model_name=f"U-Net ({cfg.method}) for {', '.join(output_channels(data.class_names))}",
         repo_id=repo_id,
         method=cfg.method,
+        teacher=cfg.teacher if cfg.method != "supervised" else None,
         prior=prior if cfg.method == "bpl" else None,
         labelled_fraction=round(data.labelled_fraction, 4),
         class_names=list(output_channels(data.class_names)),
@@ -416,5 +475,7 @@ __all__ = [
     "random_flip",
     "save_model_artifact",
     "threshold_history",
+    "threshold_learned",
     "train_semiseg",
+    "uses_teacher",
 ]

@@ -70,10 +70,14 @@ def test_hub_round_trip_gives_identical_outputs(hub, repo_id, tmp_path):
         a, b = model(x), back(x)
     assert torch.equal(a.logits, b.logits) and torch.equal(a.threshold_mu, b.threshold_mu)
 
-    # A user without hubtools: AutoModel + the remote code in the repo, in a fresh process.
+    # A user without hubtools: AutoModel + the remote code in the repo, in a fresh process, with the
+    # threshold confidence map and the flag that says whether the threshold was learned.
+    model.config.threshold_learned = True
     model.save_pretrained(tmp_path / "model")
     torch.save(x, tmp_path / "x.pt")
     torch.save(a.logits, tmp_path / "logits.pt")
+    with torch.no_grad():
+        torch.save(model.threshold_confidence(x)[1], tmp_path / "confidence.pt")
     script = textwrap.dedent(f"""
         import sys, torch
         sys.modules["hubtools"] = None  # the remote code must not need hubtools
@@ -85,6 +89,10 @@ def test_hub_round_trip_gives_identical_outputs(hub, repo_id, tmp_path):
         with torch.no_grad():
             got = m(x).logits
         assert torch.allclose(got, expected, rtol=0, atol=1e-6), (got - expected).abs().max()
+        with torch.no_grad():
+            confidence = m.threshold_confidence(x)[1]
+        saved = torch.load({str(tmp_path / "confidence.pt")!r}, weights_only=True)
+        assert torch.allclose(confidence, saved, atol=1e-6) and m.config.threshold_learned is True
         print(type(m).__name__)
     """)
     done = subprocess.run(

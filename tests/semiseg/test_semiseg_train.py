@@ -8,6 +8,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -122,7 +123,8 @@ def test_cli_train_writes_model_card_overlays_and_threshold_curve(tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "threshold q(T): mean" in result.output and "dice/nucleus=" in result.output
+    assert "threshold q(T): mean" in result.output and "(learned)" in result.output
+    assert "dice/nucleus=" in result.output and "pseudo labels from step 3" in result.output  # by warmup_latest
     for name in (
         "overlays.png",
         "threshold.png",
@@ -136,7 +138,19 @@ def test_cli_train_writes_model_card_overlays_and_threshold_curve(tmp_path):
         assert (out / name).is_file(), name
     card = (out / "model" / "README.md").read_text()
     assert "Bayesian pseudo labels" in card and "mu0" in card and "Not for clinical use" in card
-    assert json.loads((out / "results.json").read_text())["labelled"] == 5
+    assert "EMA teacher" in card and "not learned" not in card
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["labelled"] == 5 and summary["threshold_learned"] and summary["teacher"] == "ema"
+    assert json.loads((out / "model" / "config.json").read_text())["threshold_learned"] is True
+
+    # the hard mode's threshold is not learned, and its card and config say so
+    hard = tmp_path / "hard"
+    result = CliRunner().invoke(main, ["semiseg", "train", "--data", "nuclei", "--pl-mode", "hard", "--steps", "2",
+                                       "--width", "2", "--depth", "1", "--out", str(hard), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "not learned: the prior" in result.output
+    assert "The threshold is **not learned**" in (hard / "model" / "README.md").read_text()
+    assert json.loads((hard / "model" / "config.json").read_text())["threshold_learned"] is False
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"data: nuclei\noutput_dir: {tmp_path / 'x'}\nlearning_rate: 0.1\n")
@@ -163,16 +177,22 @@ def test_benchmark_smoke(tmp_path):
     runs = result["runs"]
     assert {r["metrics"]["dataset"] for r in runs} == {"nuclei-2d", "mni-gm-3d"}
     assert sorted((r["metrics"]["dataset"], r["metrics"]["method"], r["seed"]) for r in runs) == sorted(
-        (d, m, s) for d in ("nuclei-2d", "mni-gm-3d") for m in bench.METHODS for s in (0, 1)
+        (d, m, s) for d in ("nuclei-2d", "mni-gm-3d") for m in bench.ARMS for s in (0, 1)
     )
     for r in runs:
         assert 0 <= r["metrics"]["dice"] <= 1 and r["arm"].endswith("/" + r["metrics"]["method"])
         assert len(r["extra"]["dice_curve"]) >= 3
         assert r["extra"]["dice_curve"][-1][1] == pytest.approx(r["metrics"]["dice"])
     comparisons = result["details"]["comparisons"]
-    assert len(comparisons) == 2 and all(c["pl_minus_supervised"]["n"] == 2 for c in comparisons)
+    assert len(comparisons) == 2
+    assert all(c["vs_supervised"][a]["n"] == 2 for c in comparisons for a in ("pl", "teacher-pl", "bpl"))
     assert all("reached" in c["supervised_plateau"] for c in comparisons)
-    assert "Published pattern" in result["verdict"]
+    for c in comparisons:  # the paired differences are the per-seed differences of the raw runs
+        dice = {(r["metrics"]["method"], r["seed"]): r["metrics"]["dice"] for r in runs
+                if r["metrics"]["dataset"] == c["dataset"]}
+        for seed, d in c["vs_supervised"]["bpl"]["per_seed"].items():
+            assert d == pytest.approx(dice[("bpl", int(seed))] - dice[("supervised", int(seed))])
+    assert "teacher-pl" in result["verdict"]
     md = (out / "semiseg.md").read_text()
     assert "| nuclei-2d |" in md and "Δ Dice vs supervised" in md
     assert (out / "semiseg.png").stat().st_size > 1000
@@ -180,6 +200,80 @@ def test_benchmark_smoke(tmp_path):
     again = json.loads(bench.main([*argv, "--reuse"]).read_text())
     assert again["details"]["trained_runs"] == 0 and again["details"]["reused_runs"] == len(runs)
     assert [r["metrics"]["dice"] for r in again["runs"]] == [r["metrics"]["dice"] for r in runs]
+
+
+def test_two_processes_train_with_the_teacher(tmp_path):
+    """``accelerate launch`` with 2 CPU processes: teacher, ramp and DDP agree, one process writes the model."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    try:
+        nuclei_dataset()
+    except DataUnavailable as err:
+        data_missing(err)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    command = [
+        str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+        str(port), "-m", "hubtools.cli", "semiseg", "train", "--data", "nuclei", "--method", "bpl", "--steps", "4",
+        "--batch-size", "2", "--width", "2", "--depth", "1", "--log-every", "1", "--out", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-4000:]
+    state = json.loads((out / "checkpoints" / "step_4" / "trainer_state.json").read_text())
+    assert state["num_processes"] == 2 and state["step"] == 4
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    # the ramp starts after step 2 (warmup_latest 0.5 x 4), at alpha 0, and reaches 1 one step later
+    assert [r["alpha"] for r in records if "alpha" in r] == [0.0, 0.0, 0.0, 1.0]
+    assert done.stdout.count("run folder:") == 1 and (out / "model" / "model.safetensors").is_file()
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("semiseg_bench", REPO_ROOT / "benchmarks" / "semiseg.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_benchmark_plans_distinct_fractions_an_upper_bound_and_the_prior_sweep():
+    import argparse
+
+    bench = _load_bench()
+    args = argparse.Namespace(datasets=["mni-gm-3d"], fractions=[0.05, 0.1, 0.25], smoke=False,
+                              sweep=["mni-gm-3d", "0.25"])
+    try:
+        planned = bench.plan(args, None)
+    except DataUnavailable as err:
+        data_missing(err)
+    counts = {f: len(bench.load("mni-gm-3d", f).splits["labelled"].images) for f in (0.05, 0.1, 0.25)}
+    assert counts[0.05] == counts[0.1] != counts[0.25]  # 5 % and 10 % label the same slab
+    fractions = sorted({f for _, f, a in planned if a in bench.ARMS and f < 1})
+    assert fractions == [0.05, 0.25]
+    assert ("mni-gm-3d", 1.0, "supervised") in planned
+    assert {a for _, f, a in planned if f == 0.25} >= {"bpl-mu0.3", "bpl-mu0.7", "bpl-hard"}
+    assert bench.DEFAULT_DATASETS == ["mni-gm-2d", "mni-gm-3d"]
+    assert bench.arm_settings("bpl-mu0.3") == {"method": "bpl", "pl_mode": "soft", "prior_mu": 0.3}
+
+
+def test_benchmark_acceptance_rule():
+    bench = _load_bench()
+
+    def comparison(fraction, diffs):
+        return {"dataset": "mni-gm-2d", "fraction": fraction, "vs_supervised": {
+            arm: {"mean": float(np.mean(v)), "n": len(v), "per_seed": dict(enumerate(v))} for arm, v in diffs.items()}}
+
+    good = [comparison(f, {"teacher-pl": [0.03, 0.02, 0.04], "bpl": [0.05, 0.01, 0.03]}) for f in (0.05, 0.1)]
+    assert bench.acceptance(good)["met"] and len(bench.acceptance(good)["checks"]) == 4
+    one_negative = [good[0], comparison(0.1, {"teacher-pl": [0.09, -0.001, 0.05], "bpl": [0.05, 0.01, 0.03]})]
+    assert not bench.acceptance(one_negative)["met"]
+    small = [good[0], comparison(0.1, {"teacher-pl": [0.019, 0.019, 0.019], "bpl": [0.05, 0.01, 0.03]})]
+    assert not bench.acceptance(small)["met"]
 
 
 def test_quickstart_demo(hub, tmp_path, monkeypatch):
@@ -247,6 +341,19 @@ def test_predict_writes_masks_for_nifti_volumes_and_tiff_images(tmp_path):
         assert sum(counts.values()) == volume.size
     predict_file(str(tmp_path / "m2"), tmp_path / "i.tif", tmp_path / "o.tif")
     assert tifffile.imread(tmp_path / "o.tif").shape == (20, 24)
+    # the CLI also writes image | mask | confidence beside the mask
+    from hubtools.cli import main
+    from hubtools.semiseg.predict import confidence_png_path, segment_with_confidence
+
+    done = CliRunner().invoke(main, ["semiseg", "predict", "--model", str(tmp_path / "m3"), "--image",
+                                     str(tmp_path / "v.nii.gz"), "--out", str(tmp_path / "cli.nii.gz")])
+    assert done.exit_code == 0, done.output
+    assert confidence_png_path(tmp_path / "cli.nii.gz") == tmp_path / "cli.confidence.png"
+    assert (tmp_path / "cli.confidence.png").stat().st_size > 5000
+    model = UNetForSemiSeg.from_pretrained(tmp_path / "m3")
+    labels, confidence = segment_with_confidence(model, volume.astype(np.float32) / 255)
+    assert confidence.shape == volume.shape and ((confidence >= 0.5) & (confidence <= 1)).all()
+    assert np.array_equal(labels, nibabel.load(str(tmp_path / "cli.nii.gz")).get_fdata().astype(labels.dtype))
     with pytest.raises(SegmentationDataError, match="cannot segment"):
         predict_file(str(tmp_path / "m3"), tmp_path / "i.tif", tmp_path / "o3.tif")
 

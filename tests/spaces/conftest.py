@@ -136,6 +136,23 @@ def no_outbound(monkeypatch) -> Iterator[Outbound]:
 
 
 @pytest.fixture(scope="session")
+def semiseg_repo(demo_ctx) -> str:
+    """A BPL U-Net trained for a few steps on the real nuclei tiles (the quickstart trains 150), pushed."""
+    from hubtools.hub.publish import push_artifact
+    from hubtools.semiseg.data import nuclei_dataset
+    from hubtools.semiseg.trainer import MODEL_DIR, SemiSegTrainConfig, save_model_artifact, train_semiseg
+
+    data = nuclei_dataset(tile=64, labelled_fraction=0.1)
+    cfg = SemiSegTrainConfig(output_dir=demo_ctx.work_dir / "semiseg", method="bpl", steps=6, width=4, depth=2,
+                             resume=None, overlays=False, warmup_latest=0.3)
+    result = train_semiseg(data, cfg, save_artifact=False)
+    repo = demo_ctx.repo_id("semiseg-space")
+    push_artifact(save_model_artifact(result.model, cfg.output_dir / MODEL_DIR, cfg, data, result.scores,
+                                      repo_id=repo), repo)
+    return repo
+
+
+@pytest.fixture(scope="session")
 def merge_repo(demo_ctx) -> str:
     """The merge quickstart demo itself: Model-GLUE on the tiny synthetic zoo (clusters, merges, mixture), pushed."""
     from hubtools.merging.demo import merge_demo

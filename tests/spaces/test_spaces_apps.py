@@ -15,13 +15,14 @@ from huggingface_hub import SpaceCard
 from hubtools import spaces
 from hubtools.cli import main
 
-SPACES = ("lora-generator", "longtail", "merge", "retizero", "speed")
+SPACES = ("lora-generator", "longtail", "merge", "retizero", "semiseg", "speed")
 MODEL_ENVS = {
     "retizero": "RETIZERO_MODEL",
     "longtail": "LONGTAIL_MODEL",
     "lora-generator": "LORA_GENERATOR_MODEL",
     "speed": "SPEED_MODEL",
     "merge": "MERGE_MODEL",
+    "semiseg": "SEMISEG_MODEL",
 }
 
 
@@ -73,6 +74,7 @@ def repos(request) -> dict[str, str]:
         "lora-generator": "lora_generator_repo",
         "speed": "speed_repo",
         "merge": "merge_repo",
+        "semiseg": "semiseg_repo",
     }
     return {space: request.getfixturevalue(fixture) for space, fixture in names.items()}
 
@@ -103,6 +105,30 @@ def test_retizero_space_scores_and_retrieval(retizero_repo):
     assert found[0][1] == f"{app.EXAMPLE_NAME} (similarity 1.000)"  # the query itself is in the gallery
     sims = [float(caption.rsplit(" ", 1)[1].rstrip(")")) for _, caption in found]
     assert sims == sorted(sims, reverse=True)
+
+
+def test_semiseg_space_mask_and_threshold_confidence(semiseg_repo):
+    from scipy.stats import norm
+
+    from hubtools.semiseg.modeling_semiseg_unet import UNetForSemiSeg
+
+    app = spaces.load_app("semiseg")
+    space = app.SegmentationSpace.load(semiseg_repo)
+    assert space.threshold_learned  # bpl in soft mode: q(T) is trained by the pseudo labels
+    image = app.example_image()
+    grey, mask, confidence = space.segment(image)
+    # independent: the reloaded model's probabilities and q(T), and Phi((p - mu) / sigma) by scipy
+    model = UNetForSemiSeg.from_pretrained(spaces.snapshot(semiseg_repo)).eval()
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None, None]
+    with torch.no_grad():
+        out = model(x)
+    p = torch.sigmoid(out.logits)[0, 0].double().numpy()
+    mu, sigma = out.threshold_mu[0, 0].item(), float(np.exp(0.5 * out.threshold_logvar[0, 0].item()))
+    phi = norm.cdf((p - mu) / sigma)
+    assert np.array_equal(mask, (p > 0.5).astype(mask.dtype))
+    assert np.allclose(confidence, np.maximum(phi, 1 - phi), atol=1e-5)
+    path, summary = space.figure(image)
+    assert path.stat().st_size > 5000 and f"{100 * float((mask > 0).mean()):.1f} %" in summary
 
 
 def test_longtail_space_predictions_and_figures(longtail_repo):

@@ -172,6 +172,23 @@ def test_lora_generator_space_in_chromium(browser, lora_generator_repo, no_outbo
         page.screenshot(path=str(SCREENSHOTS / "lora-generator.png"), full_page=True)
 
 
+def test_semiseg_space_in_chromium(browser, semiseg_repo, no_outbound, tmp_path):
+    app = spaces.load_app("semiseg")
+    space = app.SegmentationSpace.load(semiseg_repo)
+    photo = tmp_path / "nuclei.png"
+    app.example_image().save(photo)
+    _, summary = space.figure(app.example_image())
+    with served(app.build_demo(semiseg_repo)) as url, page_at(browser, url) as page:
+        page.wait_for_selector("input[type=file]", state="attached")
+        page.locator("input[type=file]").first.set_input_files(str(photo))
+        page.locator("img[src*='nuclei']").first.wait_for()
+        page.get_by_role("button", name="Segment").click()
+        page.get_by_text(summary.split(";")[0]).first.wait_for()  # the foreground share computed here
+        page.locator("img[src*='confidence']").first.wait_for()  # and the image | mask | confidence PNG
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "semiseg.png"), full_page=True)
+
+
 def test_speed_space_in_chromium(browser, speed_repo, no_outbound):
     app = spaces.load_app("speed")
     space = app.SpeedSpace.load(speed_repo)
