@@ -1,6 +1,6 @@
 """Segmentation datasets: the split layout, input checks, and builders for the real data that ships offline.
 
-Layout (spec section 1): a ``datasets.DatasetDict`` with splits ``labelled``, ``unlabelled`` and
+Layout: a ``datasets.DatasetDict`` with splits ``labelled``, ``unlabelled`` and
 ``test``; columns ``image`` (float32 array, channels first: (C, H, W) or (C, D, H, W)) and
 ``mask`` (uint8 class indices, (H, W) or (D, H, W); None in ``unlabelled``). Published with
 ``push_to_hub`` it is Parquet, so Hub users load it with plain ``load_dataset``.
@@ -242,7 +242,7 @@ def split_pool(
 
 
 def scan_variability(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random scanner differences per image (spec 4.1): gamma U(0.7, 1.5), a smooth multiplicative bias
+    """Random scanner differences per image: gamma U(0.7, 1.5), a smooth multiplicative bias
     field ``1 + c0 x + c1 y + c2 xy + c3 x^2 + c4 y^2`` with c ~ U(-0.2, 0.2) on [-1, 1]^2 (in-plane),
     and Gaussian noise with sigma ~ U(0, 0.05). Images are expected in [0, 1]."""
     n, device = images.shape[0], images.device

@@ -1,4 +1,4 @@
-"""Dice and IoU of binary masks, per class and mean (spec 2.4).
+"""Dice and IoU of binary masks, per class and mean.
 
 Scores are computed once over everything passed in (a whole test volume, or all test slices of a
 volume stacked), not averaged per slice: a slice with no foreground would otherwise count as a

@@ -62,7 +62,7 @@ def test_mni_2d_3d_and_tissue_classes():
     gm = real(mni_dataset, dims=2, resolution=4, labelled_fraction=0.1)
     assert gm.splits["labelled"].images.shape[1:] == (1, 56, 48)
     n_pool = len(gm.splits["labelled"].images) + len(gm.splits["unlabelled"].images)
-    assert n_pool == 23 and len(gm.splits["test"].images) == 12  # the spec's 4 mm split
+    assert n_pool == 23 and len(gm.splits["test"].images) == 12  # the 4 mm split: 23 pool and 12 test slices
     tissue = mni_dataset(dims=2, resolution=4, tissue="3class", labelled_fraction=0.1)
     assert tissue.class_names == ("background", "grey_matter", "white_matter")
     assert set(np.unique(tissue.splits["test"].masks)) == {0, 1, 2}

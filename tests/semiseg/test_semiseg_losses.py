@@ -1,4 +1,4 @@
-"""Losses, pseudo labels, KL, ramp and gates against independent computations of the spec's formulas."""
+"""Losses, pseudo labels, KL, ramp and gates against independent computations of the method's formulas."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Dice/IoU against the spec's cases, and pooled (stacked) scores versus per-slice means."""
+"""Dice/IoU against hand-computed cases, and pooled (stacked) scores versus per-slice means."""
 
 from __future__ import annotations
 
