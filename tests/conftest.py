@@ -1,6 +1,6 @@
 """Test set-up. The environment is set at the very top, before anything imports
-huggingface_hub, datasets or transformers: those capture HF_ENDPOINT at import time
-(see shared/specs/local_hub.md section 2.2), so setting it later would silently
+huggingface_hub, datasets or transformers: those read HF_ENDPOINT once, at import time,
+so setting it later would silently
 target the public Hub."""
 
 import os

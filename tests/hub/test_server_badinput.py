@@ -1,10 +1,10 @@
-"""The "Bad inputs" table of shared/specs/local_hub.md section 4, sent as raw HTTP with
+"""Bad inputs, sent as raw HTTP with
 httpx so the client cannot refuse them first.
 
 Each test asserts the status, the error code or message (``X-Error-Code``,
-``X-Error-Message`` and the JSON ``{"error": ...}`` body, spec 2.5) and that the repo
+``X-Error-Message`` and the JSON ``{"error": ...}`` body) and that the repo
 head did not move. A response hook records every answer: none may be a 5xx, since the
-client retries those five times (spec 2.5).
+client retries those five times.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def file_line(path: str, data: bytes = b"x\n") -> dict:
 
 
 def assert_error(response: httpx.Response, status: int, code: str | None = None, message: str | None = None):
-    """The error contract of spec 2.5: status, X-Error-Code, and the same one-line message in
+    """The error contract: status, X-Error-Code, and the same one-line message in
     X-Error-Message and in the JSON body (HEAD answers carry the headers only)."""
     context = (
         f"{response.request.method} {response.request.url} -> {response.status_code} {response.text[:300]!r}"
@@ -107,7 +107,7 @@ def http(hub, seen_5xx):
 def no_5xx(seen_5xx):
     start = len(seen_5xx)
     yield
-    assert seen_5xx[start:] == [], "the server answered a 5xx (spec 2.5: never for a deterministic error)"
+    assert seen_5xx[start:] == [], "the server answered a 5xx (never for a deterministic error)"
 
 
 @pytest.fixture(scope="module")

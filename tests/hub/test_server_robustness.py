@@ -1,5 +1,5 @@
 """Restart persistence, crash safety and concurrency of the local Hub server
-(shared/specs/local_hub.md section 4), the known hashes it must report, and the
+(the robustness cases a Hub server must survive), the known hashes it must report, and the
 smoke run of the throughput benchmark.
 
 Servers started with ``hub_proc`` run in their own process and their clients pass
@@ -278,7 +278,7 @@ def test_sigkill_during_lfs_put_leaves_no_trace(hub_proc, hub, tmp_path):
     ).encode()
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as conn:
         conn.sendall(request_head + payload[: len(payload) // 2])
-        # The body streams into tmp/ (spec 2.8): kill once the partial file is there.
+        # The body streams into tmp/ first: kill once the partial file is there.
         streamed = wait_until(lambda: tmp_entries(data) != set(), timeout=5)
         assert server.stop(signal.SIGKILL) == -signal.SIGKILL
     assert streamed, "the PUT body was not streamed into tmp/"

@@ -1,4 +1,4 @@
-"""Round trips of shared/specs/local_hub.md section 4 ("Round trips that must pass", items 1-11).
+"""Round trips the local Hub must pass with the real huggingface_hub client (eleven scenarios).
 
 Every test drives the local Hub with the unmodified clients (huggingface_hub 2.4, transformers,
 peft, datasets and the ``hf`` CLI) over real HTTP, with Xet disabled (``HF_HUB_DISABLE_XET=1``
@@ -109,7 +109,7 @@ def tree_by_path(api: HfApi, repo_id: str, **kwargs) -> dict[str, RepoFile | Rep
 
 
 def assert_file_entry(entry, data: bytes, lfs: bool) -> None:
-    """A tree / paths-info entry describes `data` exactly (spec 2.6 "Tree entries")."""
+    """A tree / paths-info entry describes `data` exactly (as the Hub's tree entries do)."""
     assert isinstance(entry, RepoFile), entry
     assert entry.size == len(data)
     if lfs:
@@ -241,7 +241,7 @@ def test_01_create_repo_public_and_private(hub, api, repo_type):
         assert SHA1_RE.match(info.sha), info.sha
         if repo_type == "space":
             assert info.sdk == "static"
-        # The initial commit holds only .gitattributes (spec 2.4), and the listing shows it.
+        # The initial commit holds only .gitattributes, as on the Hub, and the listing shows it.
         assert api.list_repo_files(repo_id, repo_type=repo_type) == [".gitattributes"]
         assert commit_ids(api, repo_id, repo_type=repo_type) == [info.sha]
 
@@ -261,7 +261,7 @@ def test_01_create_repo_bare_name_and_foreign_namespace(hub, api):
     assert str(url) == f"{hub.url}/{hub.user}/{name}"
     assert api.repo_exists(f"{hub.user}/{name}")
 
-    # Another user's namespace: 403 (spec 2.3), and nothing is created.
+    # Another user's namespace: 403, and nothing is created.
     mallory = HfApi(endpoint=hub.url, token=hub.mallory_token)
     target = f"{hub.user}/{new_name()}"
     with pytest.raises(HfHubHTTPError) as exc:
@@ -544,7 +544,7 @@ def test_04_downloads(hub, api, repo_id, tmp_path):
     assert log.count(("HEAD", f"/{repo_id}/resolve/main/a.txt")) == 1, log
     assert log.count(("HEAD", f"/{repo_id}/resolve/main/w.bin")) == 2, log
 
-    # Those HEADs really answer 200 with the metadata the client caches by (spec 2.6).
+    # Those HEADs really answer 200 with the metadata the client caches by.
     h = httpx2.head(resolve_url(hub.url, repo_id, "a.txt"), headers=auth(hub.write_token))
     assert h.status_code == 200
     assert h.headers["x-repo-commit"] == c1
@@ -649,7 +649,7 @@ def test_05_hf_file_system(hub, api, repo_id, tmp_path, monkeypatch):
     assert response.headers["content-range"] == f"bytes {start}-{end}/{len(data)}"
     assert response.content == data[start : end + 1]
 
-    # Raw ranges (spec 2.6): suffix range, and a start at EOF is unsatisfiable.
+    # Raw ranges: suffix range, and a start at EOF is unsatisfiable.
     url = resolve_url(hub.url, repo_id, "data.bin")
     r = httpx2.get(url, headers={**auth(hub.write_token), "Range": "bytes=-10"})
     assert r.status_code == 206
@@ -714,7 +714,7 @@ def test_06_cards(hub, api, repo_id):
         with pytest.raises(ValueError, match="Invalid metadata in README.md"):
             api.upload_file(path_or_fileobj=bad, path_in_repo="README.md", repo_id=repo_id)
     assert api.model_info(repo_id).sha == head
-    # The endpoint itself always answers JSON (spec 2.6).
+    # The endpoint itself always answers JSON.
     r = httpx2.post(
         f"{hub.url}/api/validate-yaml", json={"content": "---\nlicense: [mit\n---\n", "repoType": "model"}
     )

@@ -1,4 +1,4 @@
-"""glue() end to end on a reduced synthetic zoo (spec 4.1 at scale 0.08): outputs, card, resume, CLI, Hub, mergekit-yaml."""
+"""glue() end to end on a reduced synthetic zoo (scale 0.08): outputs, card, resume, CLI, Hub, mergekit-yaml."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Model-GLUE mixtures (spec 2.8): exactness guards, routing, io=expert, generation, round trips, bad inputs.
+"""Model-GLUE mixtures: exactness guards, routing, io=expert, generation, round trips, bad inputs.
 
 Tiny Llama models from configs with a word-level tokenizer whose bos/eos/pad are special tokens.
 """

@@ -1,4 +1,4 @@
-"""Property tests of spec 4.2 on tiny random Llamas: recipes, disk vs memory, passthrough, similarity, errors."""
+"""Property tests of the merge recipes on tiny random Llamas: recipes, disk vs memory, passthrough, similarity, errors."""
 
 from __future__ import annotations
 

@@ -198,7 +198,7 @@ def test_speed_space_statistics_match_the_formulas(speed_repo):
     assert share["analytic"] == pytest.approx(p, abs=1e-4)
     se = (p * (1 - p) / app.EMPIRICAL_DRAWS) ** 0.5
     assert abs(share[f"empirical_{app.EMPIRICAL_DRAWS}_draws"] - p) < 4 * se + 1e-4
-    assert stats["pivot"] == 642  # linear 1e-4..0.02, T=1000 (spec 2.1)
+    assert stats["pivot"] == 642  # linear 1e-4..0.02, T=1000
     assert stats["weight_min_max"] == [pytest.approx(0.2, abs=1e-3), pytest.approx(0.8, abs=1e-3)]
     assert stats["weight_argmax_t"] in (218, 219)
     with open(path, "rb") as f:
