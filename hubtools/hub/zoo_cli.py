@@ -19,7 +19,7 @@ class ZooCommandError(click.ClickException):
 
 
 def _point_at(endpoint: str | None) -> None:
-    # huggingface_hub and datasets capture HF_ENDPOINT at import time (local_hub spec 2.2).
+    # huggingface_hub and datasets capture HF_ENDPOINT once, at import time.
     if not endpoint:
         return
     endpoint = endpoint.rstrip("/")
