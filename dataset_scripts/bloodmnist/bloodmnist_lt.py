@@ -32,7 +32,7 @@ INFO = MedMNISTInfo(
 
 
 class Builder(MedMNISTLTBuilder):
-    """BloodMNIST-LT (spec longtail.md 2.2)."""
+    """BloodMNIST-LT (MedMNIST+, ratio 100)."""
 
     INFO = INFO
     DESCRIPTION = "BloodMNIST (MedMNIST+): Blood cell microscopy, 8 cell types."

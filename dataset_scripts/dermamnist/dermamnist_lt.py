@@ -31,7 +31,7 @@ INFO = MedMNISTInfo(
 
 
 class Builder(MedMNISTLTBuilder):
-    """DermaMNIST-LT (spec longtail.md 2.2)."""
+    """DermaMNIST-LT (MedMNIST+, ratio 100)."""
 
     INFO = INFO
     PRIVATE_BY_DEFAULT = True

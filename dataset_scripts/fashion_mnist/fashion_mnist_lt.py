@@ -27,7 +27,7 @@ class FashionMNISTLT(LongTailBuilder):
     LICENSE = "mit"
     PARALLEL_BUILD = False  # images are in memory already; worker start-up would cost more than it saves
     TEST_DISTRIBUTION = "balanced"
-    SOURCE = "Fashion-MNIST (Zalando Research), Debian package dataset-fashion-mnist"
+    SOURCE = "Fashion-MNIST (Zalando Research), Debian package dataset-fashion-mnist (apt-get install dataset-fashion-mnist)"
     DESCRIPTION = "28x28 greyscale photos of 10 kinds of clothing (Fashion-MNIST), made long-tailed."
     BUILDER_CONFIGS = [
         LongTailConfig(

@@ -7,8 +7,16 @@ and ``ISIC_2019_Training_Metadata.csv`` (``lesion_id``, may be empty). The label
 ground-truth column equal to 1; UNK must be 0 (the 2019 training set has no UNK image).
 Validation (50/class) and test (100/class) are balanced and drawn first; train counts use
 ``floor_plus_one`` rounding, which reproduces the anchor's lists exactly.
+
+The seeded re-draw is lesion-disjoint by default (``lesion_disjoint=True``): all images of one
+``lesion_id`` go to the same split, since the ISIC archive holds several photographs of many
+lesions and a test image of a lesion seen in training overstates accuracy. Images without a
+lesion id are their own lesion. The anchor's lists (``--splits-dir``) are used as they are,
+with a warning counting the lesions they share between train and test.
 """
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -41,9 +49,18 @@ def _one_hot(value: str, where: str, column: str) -> bool:
     return v == 1.0
 
 
-class ISIC2019LT(LongTailBuilder):
-    """ISIC 2019-LT (spec longtail.md 2.1)."""
+@dataclass
+class ISICConfig(LongTailConfig):
+    """An ISIC 2019-LT config; ``lesion_disjoint=False`` draws image by image (leaks lesions, as the anchor)."""
 
+    lesion_disjoint: bool = True
+
+
+class ISIC2019LT(LongTailBuilder):
+    """ISIC 2019-LT: 8 classes, ratios 100/200/500, lesion-disjoint re-draw."""
+
+    BUILDER_CONFIG_CLASS = ISICConfig
+    GROUP_NAME = "lesion_id"
     CLASS_NAMES = LT_ORDER
     LICENSE = "cc-by-nc-4.0"
     PRIVATE_BY_DEFAULT = True
@@ -51,7 +68,7 @@ class ISIC2019LT(LongTailBuilder):
     DESCRIPTION = "Dermoscopic images of 8 skin lesion classes from the ISIC 2019 challenge training set."
     EXTRA_FEATURES = {"lesion_id": datasets.Value("string")}
     BUILDER_CONFIGS = [
-        LongTailConfig(
+        ISICConfig(
             name=f"isic2019_lt_{r}",
             ratio=r,
             n_max=5000,
@@ -66,6 +83,9 @@ class ISIC2019LT(LongTailBuilder):
         for r, counts in TRAIN_COUNTS.items()
     ]
     DEFAULT_CONFIG_NAME = "isic2019_lt_100"
+
+    def split_groups(self, pool: Sequence[Record]) -> list[str] | None:
+        return super().split_groups(pool) if self.config.lesion_disjoint else None
 
     def scan(self, data_dir: Path) -> list[Record]:
         images = require_file(data_dir / "ISIC_2019_Training_Input", "image folder")
@@ -107,6 +127,7 @@ class ISIC2019LT(LongTailBuilder):
                     where=where,
                     path=path,
                     extra={"lesion_id": lesions.get(image, "")},
+                    group=lesions.get(image, ""),
                 )
             )
         return sorted(records, key=lambda r: r.source_id)

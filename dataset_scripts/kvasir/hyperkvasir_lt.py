@@ -8,7 +8,13 @@ test (100/class) are balanced; train follows round(998 * 20^(-i/13)).
 
 from pathlib import Path
 
-from hubtools.longtail.datasets import AnnotationError, LongTailBuilder, LongTailConfig, Record, require_file
+from hubtools.longtail.datasets import (
+    LongTailBuilder,
+    LongTailConfig,
+    MissingSourceFile,
+    Record,
+    require_file,
+)
 
 LT_ORDER = (
     "bbps-2-3",
@@ -30,7 +36,7 @@ TRAIN_COUNTS = (998, 793, 629, 500, 397, 315, 250, 199, 158, 125, 100, 79, 63, 5
 
 
 class HyperKvasirLT(LongTailBuilder):
-    """Kvasir-LT (spec longtail.md 2.1)."""
+    """Kvasir-LT: 14 HyperKvasir classes, ratio 20."""
 
     CLASS_NAMES = LT_ORDER
     LICENSE = "cc-by-4.0"
@@ -70,7 +76,7 @@ class HyperKvasirLT(LongTailBuilder):
             )
         missing = sorted(set(LT_ORDER) - {r.orig_label for r in records})
         if missing:
-            raise AnnotationError(
+            raise MissingSourceFile(
                 f"{root}: no images for class(es) {missing} (expected <tract>/<category>/<class>/*.jpg)"
             )
         return records

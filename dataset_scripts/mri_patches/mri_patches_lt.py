@@ -27,7 +27,10 @@ class MRIPatchesLT(LongTailBuilder):
     LICENSE_NAME = "mricron-bsd-3-clause-aal-research"
     PARALLEL_BUILD = False  # patches are in memory already; worker start-up would cost more than it saves
     TEST_DISTRIBUTION = "natural"
-    SOURCE = "Debian mricron-data: ch2 single-subject T1 and the AAL atlas (Tzourio-Mazoyer et al.)"
+    SOURCE = (
+        "Debian package mricron-data (apt-get install mricron-data): ch2 single-subject T1 and the AAL atlas "
+        "(Tzourio-Mazoyer et al.)"
+    )
     DESCRIPTION = (
         "Greyscale T1 MRI patches of one brain (Colin27 'ch2'), each labelled by the AAL region at its "
         "centre; class sizes follow region volumes, a natural long tail."

@@ -8,7 +8,13 @@ balanced (500/class each), drawn before the long-tailed train set.
 
 from pathlib import Path
 
-from hubtools.longtail.datasets import AnnotationError, LongTailBuilder, LongTailConfig, Record
+from hubtools.longtail.datasets import (
+    AnnotationError,
+    LongTailBuilder,
+    LongTailConfig,
+    MissingSourceFile,
+    Record,
+)
 
 LT_ORDER = ("TUM", "MUS", "LYM", "DEB", "BACK", "STR", "ADI", "MUC", "NORM")
 TRAIN_COUNTS = {
@@ -19,11 +25,11 @@ TRAIN_COUNTS = {
 
 
 class NCTCRCLT(LongTailBuilder):
-    """NCT-CRC-HE-100K-LT (spec longtail.md 2.1; in the anchor's code, not its README)."""
+    """NCT-CRC-HE-100K-LT: 9 tissue classes, ratios 100/200/500 (in the anchor's code, not its README)."""
 
     CLASS_NAMES = LT_ORDER
     LICENSE = "cc-by-4.0"
-    SOURCE = "NCT-CRC-HE-100K (Zenodo record 1214456)"
+    SOURCE = "NCT-CRC-HE-100K (Zenodo record 1214456, https://zenodo.org/records/1214456)"
     DESCRIPTION = "H&E colorectal cancer histology tiles of 9 tissue classes (NCT-CRC-HE-100K)."
     BUILDER_CONFIGS = [
         LongTailConfig(
@@ -57,5 +63,5 @@ class NCTCRCLT(LongTailBuilder):
                 )
         missing = sorted(set(LT_ORDER) - {r.orig_label for r in records})
         if missing:
-            raise AnnotationError(f"{data_dir}: no .tif images for class folder(s) {missing}")
+            raise MissingSourceFile(f"{data_dir}: no .tif images for class folder(s) {missing}")
         return records

@@ -23,7 +23,7 @@ INFO = MedMNISTInfo(
 
 
 class Builder(MedMNISTLTBuilder):
-    """OrganAMNIST-LT (spec longtail.md 2.2)."""
+    """OrganAMNIST-LT (MedMNIST+, ratio 100)."""
 
     INFO = INFO
     DESCRIPTION = "OrganAMNIST (MedMNIST+): Abdominal CT, axial view, 11 organs."

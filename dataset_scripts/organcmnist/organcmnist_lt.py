@@ -23,7 +23,7 @@ INFO = MedMNISTInfo(
 
 
 class Builder(MedMNISTLTBuilder):
-    """OrganCMNIST-LT (spec longtail.md 2.2)."""
+    """OrganCMNIST-LT (MedMNIST+, ratio 100)."""
 
     INFO = INFO
     DESCRIPTION = "OrganCMNIST (MedMNIST+): Abdominal CT, coronal view, 11 organs."

@@ -23,7 +23,7 @@ INFO = MedMNISTInfo(
 
 
 class Builder(MedMNISTLTBuilder):
-    """OrganSMNIST-LT (spec longtail.md 2.2)."""
+    """OrganSMNIST-LT (MedMNIST+, ratio 100)."""
 
     INFO = INFO
     DESCRIPTION = "OrganSMNIST (MedMNIST+): Abdominal CT, sagittal view, 11 organs."

@@ -33,7 +33,7 @@ INFO = MedMNISTInfo(
 
 
 class Builder(MedMNISTLTBuilder):
-    """PathMNIST-LT (spec longtail.md 2.2)."""
+    """PathMNIST-LT (MedMNIST+, ratio 100)."""
 
     INFO = INFO
     DESCRIPTION = (

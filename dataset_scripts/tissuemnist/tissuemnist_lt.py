@@ -1,6 +1,6 @@
 """TissueMNIST-LT builder: MedMNIST+ ``tissuemnist_224.npz`` (or ``tissuemnist.npz``, ``tissuemnist_64/128.npz``) -> long-tailed DatasetDict.
 
-Kidney cortex microscopy, 8 cell types (LT order and counts inferred by the spec, [I]: check them). Train: the exponential profile (ratio 100) over the official train split,
+Kidney cortex microscopy, 8 cell types (LT order and counts inferred from the profile, not read from an anchor list: check them). Train: the exponential profile (ratio 100) over the official train split,
 class 0 = the most frequent original class; validation/test: the complete official splits.
 Usage: ``hubtools longtail build tissuemnist --source-dir DIR_WITH_NPZ``; see README.md beside this file.
 """
@@ -32,7 +32,7 @@ INFO = MedMNISTInfo(
 
 
 class Builder(MedMNISTLTBuilder):
-    """TissueMNIST-LT (spec longtail.md 2.2)."""
+    """TissueMNIST-LT (MedMNIST+, ratio 100)."""
 
     INFO = INFO
-    DESCRIPTION = "TissueMNIST (MedMNIST+): Kidney cortex microscopy, 8 cell types (LT order and counts inferred by the spec, [I]: check them)."
+    DESCRIPTION = "TissueMNIST (MedMNIST+): Kidney cortex microscopy, 8 cell types (LT order and counts inferred from the profile, not read from an anchor list: check them)."

@@ -20,6 +20,7 @@ import importlib.util
 import io
 import os
 import sys
+import warnings
 import zipfile
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,12 +31,15 @@ from typing import Any
 import datasets
 import numpy as np
 
+from hubtools.data.offline import DataUnavailable
 from hubtools.errors import HubtoolsError
 from hubtools.longtail.splits import (
     LTProfile,
     draw_splits,
+    group_codes,
     groups_by_threshold,
     profile,
+    quota_shortfall,
     stratified_holdout,
 )
 
@@ -125,6 +129,7 @@ class Record:
     row: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     label: int = -1
+    group: str = ""  # lesion / patient id: records sharing one never straddle splits ("" = unknown)
 
 
 @dataclass
@@ -317,8 +322,11 @@ class LongTailBuilder(datasets.GeneratorBasedBuilder):
     """Base of every long-tailed builder: plan once, then write images with their LT labels.
 
     Subclasses set ``CLASS_NAMES`` (LT order, index 0 = largest; None: ordered by the source's
-    frequency), ``LICENSE``, ``SOURCE``, and implement :meth:`scan`; sources that are not
-    image files override :meth:`iter_images`.
+    frequency), ``LICENSE``, ``SOURCE`` (what the source is and where to download it: the page,
+    archive or Debian package, quoted in every missing-file error), and implement :meth:`scan`;
+    sources that are not image files override :meth:`iter_images`. A scan that knows which
+    images show one lesion or patient sets ``Record.group`` and ``GROUP_NAME``: the seeded
+    re-draw then keeps every group in one split.
     """
 
     BUILDER_CONFIG_CLASS = LongTailConfig
@@ -334,6 +342,9 @@ class LongTailBuilder(datasets.GeneratorBasedBuilder):
     PARALLEL_BUILD = True  # `longtail build` uses several processes unless a source sets False
     SHARDS = 8  # chunks per split that num_proc workers share
     COMPARABLE = True  # False: the anchor defines no split, hubtools' single-label rule is its own
+    GROUP_NAME = (
+        ""  # what Record.group identifies ("lesion_id", "patient"); recorded as LTProfile.disjoint_by
+    )
 
     _plan: Plan | None = None
 
@@ -345,6 +356,25 @@ class LongTailBuilder(datasets.GeneratorBasedBuilder):
     def anchor_key(self, name: str) -> str:
         """The source_id an anchor list entry names (default: match on the file's base name)."""
         return Path(name).name
+
+    def split_groups(self, pool: Sequence[Record]) -> list[str] | None:
+        """Group id of every pool record for a group-disjoint draw, or None to draw image by image.
+
+        Default: the scan's ``Record.group`` ids when it set any. Builders with a config switch
+        (ISIC's ``lesion_disjoint``) override this to return None when it is off.
+        """
+        return [r.group for r in pool] if any(r.group for r in pool) else None
+
+    def scan_source(self) -> list[Record]:
+        """:meth:`scan` of :attr:`data_dir`, a missing file or folder reported with where to download the source.
+
+        Every builder's missing-data error goes through here, so each names ``SOURCE`` (its
+        download page, archive or Debian package) without repeating it in every ``require_file``.
+        """
+        try:
+            return self.scan(self.data_dir)
+        except (MissingSourceFile, DataUnavailable) as err:
+            raise type(err)(f"{err}; get the source from {self.SOURCE}") from None
 
     # -- plan
     @property
@@ -369,7 +399,7 @@ class LongTailBuilder(datasets.GeneratorBasedBuilder):
         if self._plan is not None:
             return self._plan
         cfg = self.config
-        records = self.scan(self.data_dir)  # scans return records in a sorted, file-system independent order
+        records = self.scan_source()  # scans return records in a sorted, file-system independent order
         names = self.class_names(records)
         index = {n: i for i, n in enumerate(names)}
         for r in records:
@@ -381,9 +411,16 @@ class LongTailBuilder(datasets.GeneratorBasedBuilder):
         labels = np.array([r.label for r in pool], dtype=np.int64)
         available = np.bincount(labels, minlength=len(names))
         provenance = "seeded-redraw"
+        groups = self.split_groups(pool)
+        notes = (
+            [] if self.COMPARABLE else ["Single-label subset chosen by hubtools; not comparable to MONICA."]
+        )
         if cfg.splits_dir:
             split_idx = self._anchor_split(pool, Path(cfg.splits_dir))
             provenance = "monica-lists"
+            if groups is not None:
+                notes.append(self._report_shared_groups(groups, split_idx, Path(cfg.splits_dir)))
+                groups = None  # the lists decide; the profile must not claim disjoint splits
         elif cfg.val_per_class is not None or cfg.test_per_class is not None:
             val, test = cfg.val_per_class or 0, cfg.test_per_class or 0
             short = [(names[c], int(a)) for c, a in enumerate(available) if a < val + test + 1]
@@ -394,17 +431,46 @@ class LongTailBuilder(datasets.GeneratorBasedBuilder):
                 )
             left = (available - val - test).tolist()
             train = self._train_counts(left)
-            split_idx = draw_splits(labels, train, val, test, seed=cfg.seed)
+            if groups is None:
+                split_idx = draw_splits(labels, train, val, test, seed=cfg.seed)
+            else:
+                # Whole groups may not add up to a quota: take what fits and say so. A natural
+                # train set takes every group left over; a spec config's train counts are still
+                # checked below, so a short ISIC train split fails there.
+                quotas = {"validation": [val] * len(names), "test": [test] * len(names)}
+                if cfg.ratio:
+                    quotas["train"] = train
+                split_idx = draw_splits(
+                    labels,
+                    train if cfg.ratio else available.tolist(),
+                    val,
+                    test,
+                    seed=cfg.seed,
+                    strict=False,
+                    groups=groups,
+                )
+                short = quota_shortfall(labels, split_idx, quotas)
+                if short:
+                    text = f"{self.data_dir}: {short}; config {cfg.name} keeps each {self.GROUP_NAME} in one split."
+                    warnings.warn(text, stacklevel=2)
+                    notes.append(text)
         else:
             if fixed["validation"] or fixed["test"]:
                 held = [np.zeros(0, np.int64), np.zeros(0, np.int64), np.arange(len(pool))]
+                groups = None  # the source fixes its held-out splits; nothing to keep apart
             else:
-                held = stratified_holdout(labels, (cfg.val_fraction, cfg.test_fraction), seed=cfg.seed)
+                held = stratified_holdout(
+                    labels, (cfg.val_fraction, cfg.test_fraction), seed=cfg.seed, groups=groups
+                )
             rest = held[2]
             train = self._train_counts(np.bincount(labels[rest], minlength=len(names)).tolist())
-            drawn = draw_splits(labels[rest], train, seed=cfg.seed, strict=False).get(
-                "train", np.zeros(0, np.int64)
-            )
+            drawn = draw_splits(
+                labels[rest],
+                train,
+                seed=cfg.seed,
+                strict=False,
+                groups=None if groups is None else [groups[i] for i in rest],
+            ).get("train", np.zeros(0, np.int64))
             split_idx = {"train": np.sort(rest[drawn]), "validation": held[0], "test": held[1]}
             if not cfg.ratio:
                 provenance = "natural"
@@ -431,9 +497,8 @@ class LongTailBuilder(datasets.GeneratorBasedBuilder):
             license=self.LICENSE,
             seed=cfg.seed,
             split_sizes={s: len(r) for s, r in splits.items()},
-            notes=""
-            if self.COMPARABLE
-            else "Single-label subset chosen by hubtools; not comparable to MONICA.",
+            notes=" ".join(notes),
+            disjoint_by=self.GROUP_NAME if groups is not None else "",
         )
         self._plan = Plan(splits=splits, profile=lt)
         return self._plan
@@ -459,6 +524,28 @@ class LongTailBuilder(datasets.GeneratorBasedBuilder):
             out[split] = np.sort(np.array([by_key[self.anchor_key(n)] for n in names], dtype=np.int64))
         self.check_anchor_rows(pool, out, splits_dir)
         return out
+
+    def _report_shared_groups(
+        self, groups: Sequence[str], split_idx: Mapping[str, np.ndarray], splits_dir: Path
+    ) -> str:
+        """Warn how many groups (lesions, patients) the anchor's lists put in both train and test.
+
+        The lists are used as they are (reproduction needs them), so the leak is reported,
+        not fixed; the returned sentence goes into the profile's notes and the card.
+        """
+        codes = group_codes(groups, len(groups))  # an unknown id is its own group, never shared
+        train, test = (codes[split_idx.get(s, np.zeros(0, np.int64))] for s in ("train", "test"))
+        shared = np.intersect1d(train, test)
+        if not shared.size:
+            return f"The anchor's lists share no {self.GROUP_NAME} between train and test."
+        text = (
+            f"The anchor's lists ({splits_dir}) share {shared.size} {self.GROUP_NAME} value(s) between "
+            f"train and test ({int(np.isin(train, shared).sum())} train / "
+            f"{int(np.isin(test, shared).sum())} test images): these splits are not "
+            f"{self.GROUP_NAME}-disjoint."
+        )
+        warnings.warn(text, stacklevel=3)
+        return text
 
     def check_anchor_rows(
         self, pool: list[Record], split_idx: dict[str, np.ndarray], splits_dir: Path
@@ -861,8 +948,9 @@ def dataset_card(
         source_data=f"Built locally by `hubtools longtail build {name}` from the raw files of {builder.SOURCE}; "
         "each row keeps `orig_label` (source label) and `source_id` (file or npz row) to trace it back.",
         curation=(
-            f"Split provenance: {lt.split_provenance} (seed {lt.seed}); test distribution: "
-            f"{lt.test_distribution}. {lt.notes}"
+            f"Split provenance: {lt.split_provenance} (seed {lt.seed}); "
+            + (f"every {lt.disjoint_by} lies in one split only; " if lt.disjoint_by else "")
+            + f"test distribution: {lt.test_distribution}. {lt.notes}"
         ).strip(),
         medical=True,
         license=f"{builder.LICENSE} ({builder.LICENSE_NAME})" if builder.LICENSE_NAME else builder.LICENSE,

@@ -1,6 +1,6 @@
 """Builder bases shared by several ``dataset_scripts/``: MedMNIST+ npz files and multi-label sheets.
 
-The seven MedMNIST-LT sets differ only in their metadata (spec longtail.md 2.2), so each
+The seven MedMNIST-LT sets differ only in their metadata, so each
 ``dataset_scripts/<flag>/<flag>_lt.py`` is a :class:`MedMNISTLTBuilder` with its
 :class:`MedMNISTInfo`. ODIR-5K, RFMiD and CheXpert are multi-label at the source and the
 anchor defines no split for them; :class:`SingleLabelSheetBuilder` keeps the images with
@@ -62,7 +62,7 @@ class MedMNISTInfo:
     md5_28: str
     names: tuple[str, ...]  # original class names, index = original label
     lt_to_orig: tuple[int, ...]  # LT index -> original label
-    lt_train: tuple[int, ...]  # spec's LT train counts (r = 100)
+    lt_train: tuple[int, ...]  # the anchor's LT train counts (r = 100)
     head: int
     medium: int
     license: str = "cc-by-4.0"
@@ -72,7 +72,7 @@ class MedMNISTInfo:
         return tuple(self.names[i] for i in self.lt_to_orig)
 
     def configs(self) -> list[LongTailConfig]:
-        """The spec's one config per flag: ``{flag}_lt_100``."""
+        """The one config per flag: ``{flag}_lt_100``."""
         return [
             LongTailConfig(
                 name=f"{self.flag}_lt_100",
@@ -94,7 +94,7 @@ class MedMNISTLTBuilder(LongTailBuilder):
 
     INFO: MedMNISTInfo
     TEST_DISTRIBUTION = "natural"
-    SOURCE = "MedMNIST+ (Zenodo record 10519652)"
+    SOURCE = "MedMNIST+ (Zenodo record 10519652, https://zenodo.org/records/10519652)"
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         # Everything a flag's builder declares follows from its INFO; a script only sets INFO and DESCRIPTION.
@@ -112,7 +112,7 @@ class MedMNISTLTBuilder(LongTailBuilder):
 
     def scan(self, data_dir: Path) -> list[Record]:
         info, cfg = self.INFO, self.config
-        path = require_file(self.npz_path(data_dir), f"{info.flag} npz (download it from MedMNIST+)")
+        path = require_file(self.npz_path(data_dir), f"{info.flag} npz")
         expected = cfg.md5 or {224: info.md5_224, 28: info.md5_28}.get(cfg.image_size)
         if expected is None:
             raise ChecksumError(
@@ -180,7 +180,7 @@ class MedMNISTLTBuilder(LongTailBuilder):
         return {"train": np.sort(np.array(picked, dtype=np.int64))}
 
     def _train_counts(self, available: Sequence[int]) -> list[int]:
-        # n_max = largest official train class, each class capped by what it holds (spec 2.3).
+        # n_max = largest official train class, each class capped by what it holds, as the anchor's lists are.
         if not self.config.ratio:
             return [int(a) for a in available]
         return profile(
@@ -210,6 +210,8 @@ class SingleLabelSheetBuilder(LongTailBuilder):
     (where, image path, source_id, {column: value}); a value counts as positive when it
     parses as 1 (CheXpert's -1 "uncertain" and blanks are not positive). Class order comes
     from the data (most frequent first); val/test are per-class fractions (natural).
+    A sheet that names the patient of each image overrides :meth:`group_id` (and sets
+    ``GROUP_NAME``): the fractions are then drawn patient-disjoint.
     """
 
     CLASS_NAMES = None
@@ -219,6 +221,10 @@ class SingleLabelSheetBuilder(LongTailBuilder):
 
     def sheet_rows(self, data_dir: Path) -> Iterator[tuple[str, Path, str, dict[str, str]]]:
         raise NotImplementedError
+
+    def group_id(self, source_id: str, row: dict[str, str]) -> str:
+        """The patient (or other group) of one image; "" when the sheet does not say."""
+        return ""
 
     @staticmethod
     def positive(value: str, where: str, column: str) -> bool:
@@ -243,7 +249,15 @@ class SingleLabelSheetBuilder(LongTailBuilder):
             if len(positives) != 1:
                 continue  # multi-label or unlabelled: outside the single-label subset
             require_file(path, f"image named at {where}")
-            records.append(Record(source_id=source_id, orig_label=positives[0], where=where, path=path))
+            records.append(
+                Record(
+                    source_id=source_id,
+                    orig_label=positives[0],
+                    where=where,
+                    path=path,
+                    group=self.group_id(source_id, row),
+                )
+            )
         if not records:
             raise AnnotationError(
                 f"{data_dir}: no image has exactly one positive finding among {self.LABEL_COLUMNS}"

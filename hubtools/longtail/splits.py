@@ -1,10 +1,14 @@
-"""Long-tail profiles and seeded split drawing (MONICA, spec longtail.md 2.3).
+"""Long-tail profiles and seeded split drawing (MONICA).
 
 A long-tailed train set keeps n_i = n_max * r^(-i/(C-1)) images of class i (class 0 the
 largest), capped by what the source holds; validation/test quotas are drawn first so the
 held-out images never depend on the ratio's train draw. Everything here is a pure
-function of (labels, seed): record order is fixed by the caller (builders sort their file
-lists), so a split is reproducible whatever order the file system listed the files in.
+function of (labels, groups, seed): record order is fixed by the caller (builders sort their
+file lists), so a split is reproducible whatever order the file system listed the files in.
+
+Images of one lesion or one patient are near-copies of each other: when a ``groups`` array
+is given, every group lands whole in one split, so a model is never tested on a lesion it
+trained on (see :func:`draw_splits` for how quotas are met with whole groups).
 
 :class:`LTProfile` is the JSON record published next to a dataset (``longtail/<config>.json``)
 and read by the long-tail methods (class priors, many/medium/few groups).
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -96,6 +100,8 @@ class LTProfile:
     seed: int | None = None
     split_sizes: dict[str, int] = field(default_factory=dict)
     notes: str = ""
+    # the record column every group of which lies whole in one split ("lesion_id"); "" when none
+    disjoint_by: str = ""
 
     def __post_init__(self) -> None:
         if len(self.class_names) != len(self.cls_num_list):
@@ -143,6 +149,71 @@ class LTProfile:
         return cls(**json.loads(text))
 
 
+GroupIds = Sequence[Any] | np.ndarray
+
+
+def group_codes(groups: GroupIds, n: int) -> np.ndarray:
+    """One int64 code per record, equal for the records of one group.
+
+    A missing id (None, "" or a float NaN, as pandas reads an empty cell) makes the record
+    its own group: an image whose lesion or patient is unknown cannot be shown to share one.
+    """
+    keys = []
+    for g in groups:
+        missing = g is None or (isinstance(g, float) and math.isnan(g)) or str(g) == ""
+        keys.append("" if missing else str(g))
+    if len(keys) != n:
+        raise ValueError(f"groups has {len(keys)} entries for {n} records")
+    if not keys:
+        return np.zeros(0, np.int64)
+    arr = np.asarray(keys, dtype=str)
+    _, codes = np.unique(arr, return_inverse=True)
+    codes = codes.astype(np.int64).reshape(-1)
+    empty = arr == ""
+    codes[empty] = codes.max() + 1 + np.arange(int(empty.sum()))
+    return codes
+
+
+def _fill_with_groups(
+    labels: np.ndarray,
+    codes: np.ndarray,
+    perms: Sequence[tuple[int, np.ndarray]],
+    quotas: np.ndarray,
+    passes: Sequence[Sequence[int]],
+) -> np.ndarray:
+    """Split index of every record (-1: unused), moving whole groups and never exceeding a quota.
+
+    ``quotas[s, c]`` is the number of class-c records split s takes. In each pass, classes
+    are visited in ``perms`` order and each class's records in their seeded order; a record
+    whose group is still free sends the whole group to the first split of the pass where
+    every class of the group stays within quota. A group that fits nowhere is skipped and
+    stays free for later passes (so it may land in train after missing validation).
+    """
+    num_classes = quotas.shape[1]
+    pairs, sizes = np.unique(codes * num_classes + labels, return_counts=True)
+    members: dict[int, list[tuple[int, int]]] = {}
+    for key, size in zip(pairs.tolist(), sizes.tolist(), strict=True):
+        members.setdefault(key // num_classes, []).append((key % num_classes, size))
+    counts = np.zeros_like(quotas).tolist()
+    limit = quotas.tolist()
+    owner = np.full(int(codes.max()) + 1 if codes.size else 0, -1, dtype=np.int64)
+    for splits in passes:
+        for c, perm in perms:
+            for i in perm.tolist():
+                if all(counts[s][c] >= limit[s][c] for s in splits):
+                    break
+                g = int(codes[i])
+                if owner[g] >= 0:
+                    continue
+                for s in splits:
+                    if all(counts[s][k] + m <= limit[s][k] for k, m in members[g]):
+                        for k, m in members[g]:
+                            counts[s][k] += m
+                        owner[g] = s
+                        break
+    return owner[codes] if codes.size else np.zeros(0, np.int64)
+
+
 def draw_splits(
     labels: Sequence[int] | np.ndarray,
     train_counts: Sequence[int],
@@ -150,67 +221,125 @@ def draw_splits(
     test_per_class: int | Sequence[int] = 0,
     seed: int = 1,
     strict: bool = True,
+    groups: GroupIds | None = None,
 ) -> dict[str, np.ndarray]:
     """Seeded re-draw: per class, first the validation quota, then test, then train from the rest.
 
     ``labels`` are class ids of records in a fixed (sorted) order; returns sorted record
     indices per split ("train", "validation", "test"; empty splits omitted). One
     ``numpy.random.default_rng(seed)`` permutes each class in class order, so the draw
-    depends only on (labels, quotas, seed). ``strict`` raises :class:`ValueError` naming the
-    class when it holds fewer records than its quotas; otherwise train is capped.
+    depends only on (labels, groups, quotas, seed). ``strict`` raises :class:`ValueError`
+    naming the class when its quotas cannot be met; otherwise a split takes what there is.
+
+    ``groups`` (one id per record: lesion, patient; None/"" = its own group) makes the splits
+    group-disjoint: every group lies whole in one split. Quotas stay exact: a group counts
+    toward the class of each of its images (a group with several labels fills several
+    classes' quotas at once), and a group that would push any class of a split over its
+    quota is skipped for that split and offered to the next. Validation and test are filled
+    for all classes before train, so the held-out sets do not depend on the train quotas.
+    With groups of one record this is the ungrouped draw, record for record.
     """
     labels = np.asarray(labels, dtype=np.int64)
     num_classes = len(train_counts)
-    quotas = {}
-    for name, q in (("validation", val_per_class), ("test", test_per_class), ("train", train_counts)):
+    names = ("validation", "test", "train")
+    quotas = []
+    for name, q in zip(names, (val_per_class, test_per_class, train_counts), strict=True):
         q = [int(q)] * num_classes if np.isscalar(q) else [int(x) for x in q]
         if len(q) != num_classes:
             raise ValueError(f"{name} quotas have {len(q)} entries for {num_classes} classes")
-        quotas[name] = q
+        quotas.append(q)
+    quota = np.asarray(quotas, dtype=np.int64).reshape(3, num_classes)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"labels must lie in [0, {num_classes}), got range [{labels.min()}, {labels.max()}]")
     rng = np.random.default_rng(seed)
-    out: dict[str, list[np.ndarray]] = {"train": [], "validation": [], "test": []}
-    for c in range(num_classes):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        need = quotas["validation"][c] + quotas["test"][c] + quotas["train"][c]
-        if strict and members.size < need:
+    perms = [(c, rng.permutation(np.flatnonzero(labels == c))) for c in range(num_classes)]
+    for c, members in perms:
+        if strict and members.size < quota[:, c].sum():
             raise ValueError(
                 f"class {c} has {members.size} records, fewer than its quotas "
-                f"(validation {quotas['validation'][c]}, test {quotas['test'][c]}, "
-                f"train {quotas['train'][c]})"
+                f"(validation {quota[0, c]}, test {quota[1, c]}, train {quota[2, c]})"
             )
-        start = 0
-        for name in ("validation", "test", "train"):
-            take = members[start : start + quotas[name][c]]
-            out[name].append(take)
-            start += take.size
-    return {
-        name: np.sort(np.concatenate(parts)) for name, parts in out.items() if sum(p.size for p in parts) > 0
-    }
+    if groups is None:
+        split_of = np.full(labels.size, -1, dtype=np.int64)
+        for c, members in perms:
+            bounds = np.minimum(np.cumsum(quota[:, c]), members.size)
+            for s, (a, b) in enumerate(zip(np.r_[0, bounds[:-1]], bounds, strict=True)):
+                split_of[members[a:b]] = s
+    else:
+        codes = group_codes(groups, labels.size)
+        split_of = _fill_with_groups(labels, codes, perms, quota, passes=((0, 1), (2,)))
+    out = {name: np.flatnonzero(split_of == s) for s, name in enumerate(names) if (split_of == s).any()}
+    if groups is not None and strict:
+        short = quota_shortfall(labels, out, dict(zip(names, quota.tolist(), strict=True)))
+        if short:
+            raise ValueError(short)
+    return out
+
+
+def quota_shortfall(
+    labels: Sequence[int] | np.ndarray,
+    split_idx: Mapping[str, np.ndarray],
+    quotas: Mapping[str, Sequence[int]],
+) -> str:
+    """A sentence listing every (class, split) holding fewer records than its quota; "" when all are met.
+
+    Whole groups cannot always add up to a quota (a lesion of 3 images against a quota of 2):
+    callers either refuse the draw or report it, and this names what is missing.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    short = []
+    for name, quota in quotas.items():
+        got = np.bincount(labels[split_idx.get(name, np.zeros(0, np.int64))], minlength=len(quota))
+        short += [f"class {c} {name} {got[c]}/{q}" for c, q in enumerate(quota) if got[c] < q]
+    if not short:
+        return ""
+    return (
+        "whole groups cannot fill the quotas exactly (" + ", ".join(short) + "): "
+        "the groups left are too large or mix labels"
+    )
 
 
 def stratified_holdout(
-    labels: Sequence[int] | np.ndarray, fractions: Sequence[float], seed: int = 1, minimum: int = 1
+    labels: Sequence[int] | np.ndarray,
+    fractions: Sequence[float],
+    seed: int = 1,
+    minimum: int = 1,
+    groups: GroupIds | None = None,
 ) -> list[np.ndarray]:
     """Per-class fractions of the records (at least ``minimum`` each while the class allows), natural distribution.
 
     For sets without published quotas (the real MRI patches, multi-label sources): returns
-    one sorted index array per fraction, then the rest. Deterministic in (labels, seed).
+    one sorted index array per fraction, then the rest. Deterministic in (labels, groups,
+    seed). With ``groups`` every group lies whole in one part; the per-class sizes become
+    upper bounds filled with whole groups as in :func:`draw_splits`, so a class whose
+    records share few groups may hold out fewer than its fraction (never its last group).
     """
     labels = np.asarray(labels, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    parts: list[list[np.ndarray]] = [[] for _ in range(len(fractions) + 1)]
-    for c in np.unique(labels):
+    present = np.unique(labels)
+    num_classes = int(present.max()) + 1 if present.size else 0
+    quota = np.zeros((len(fractions), num_classes), dtype=np.int64)
+    perms = []
+    for c in present.tolist():
         members = rng.permutation(np.flatnonzero(labels == c))
+        perms.append((c, members))
         start = 0
         for k, frac in enumerate(fractions):
             n = max(minimum, int(math.floor(frac * members.size)))
             n = min(n, max(0, members.size - start - 1))  # keep at least one record for training
-            parts[k].append(members[start : start + n])
+            quota[k, c] = n
             start += n
-        parts[-1].append(members[start:])
-    return [np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts]
+    if groups is None:
+        split_of = np.full(labels.size, -1, dtype=np.int64)
+        for c, members in perms:
+            bounds = np.cumsum(quota[:, c])
+            for k, (a, b) in enumerate(zip(np.r_[0, bounds[:-1]], bounds, strict=True)):
+                split_of[members[a:b]] = k
+    else:
+        split_of = _fill_with_groups(
+            labels, group_codes(groups, labels.size), perms, quota, passes=(tuple(range(len(fractions))),)
+        )
+    return [np.flatnonzero(split_of == k) for k in range(len(fractions))] + [np.flatnonzero(split_of < 0)]
 
 
 def long_tail_subset(

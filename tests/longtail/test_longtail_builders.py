@@ -36,6 +36,7 @@ def _raw(ds):
 
 
 def test_isic_counts_labels_features(tmp_path, isic_dir):
+    # every image of the tiny folder is needed, and its lesion pairs straddle classes: draw image by image
     ds, lt = build(
         "isic2019",
         isic_dir,
@@ -44,6 +45,7 @@ def test_isic_counts_labels_features(tmp_path, isic_dir):
         val_per_class=1,
         test_per_class=1,
         expected_train_counts=(),
+        lesion_disjoint=False,
     )
     lt_order = ["NV", "MEL", "BCC", "BKL", "AK", "SCC", "VASC", "DF"]
     assert ds["train"].features["label"].names == lt_order
@@ -71,7 +73,7 @@ def test_isic_counts_labels_features(tmp_path, isic_dir):
 
 
 def test_isic_seeded_and_deterministic(tmp_path, isic_dir):
-    kw = dict(n_max=6, val_per_class=1, test_per_class=1, expected_train_counts=())
+    kw = dict(n_max=6, val_per_class=1, test_per_class=1, expected_train_counts=(), lesion_disjoint=False)
     a, _ = build("isic2019", isic_dir, cache_dir=tmp_path / "a", **kw)
     b, _ = build("isic2019", isic_dir, cache_dir=tmp_path / "b", **kw)
     c, _ = build("isic2019", isic_dir, seed=2, cache_dir=tmp_path / "c", **kw)
@@ -107,6 +109,7 @@ def test_isic_bad_inputs_name_file_and_row(tmp_path):
             val_per_class=1,
             test_per_class=1,
             expected_train_counts=(),
+            lesion_disjoint=False,
         )
 
     # The real config asks 50 + 100 held-out images per class: a tiny folder is refused, not built partly.
@@ -124,6 +127,7 @@ def test_expected_counts_are_enforced(tmp_path, isic_dir):
             val_per_class=1,
             test_per_class=1,
             expected_train_counts=(9, 9, 1, 1, 1, 1, 1, 1),
+            lesion_disjoint=False,
         )
 
 
