@@ -2,11 +2,19 @@
 or long-tailed Fashion-MNIST (10 classes, ratio 100).
 
 Every method of the registry (``hubtools.longtail.methods.METHODS``) trains the same tiny random-init
-ResNet (transformers ``ResNetConfig``; images resized to ``--image-size``; same epochs, batch, lr,
-seed) through ``hubtools.longtail.trainer``. Second-stage and post-hoc methods start from the run
-their registry entry names (``start_from``: erm, crt, mixup, ...) of the same seed and train half
-the epochs. Methods that need a user option (``weighted_ce`` needs its weights) are skipped and
-listed. Writes ``benchmarks/results/longtail_{mri,fmnist}.{json,md,png}`` through the shared harness
+ResNet (transformers ``ResNetConfig``) through ``hubtools.longtail.trainer`` under MONICA's recipe
+(``--recipe monica``: its crop / flip / rotation / colour-jitter augmentation, Adam without weight
+decay, no schedule) scaled to what 2 CPU cores can run: images resized to ``--image-size`` 16,
+``--epochs`` 4, batch 128, lr 1e-3 and no ImageNet weights. The recipe's flips are switched off
+where they change the label: both on the MRI patches (the AAL regions come in left/right pairs, and
+a mirrored patch of one looks like its twin), the vertical flip on Fashion-MNIST (upright garments). Methods whose papers train longer say so
+in the registry (SAM: 1.8x the epochs). Second-stage and post-hoc methods start from the run their
+registry entry names (``start_from``: erm, crt, mixup, ...) of the same seed and train the same
+epochs on the frozen encoder, as in MONICA. A control row, ``erm_no_aug``, is ERM without the
+augmentation. Methods that need a user option (``weighted_ce`` needs its weights) are skipped and
+listed. The verdict flags a "budget insufficient" baseline (ERM's validation balanced accuracy not
+within 5 % over its last 3 epochs), methods identical to ERM on every seed (no-ops) and methods
+below half of ERM's balanced accuracy. Writes ``benchmarks/results/longtail_{mri,fmnist}.{json,md,png}`` through the shared harness
 (:mod:`hubtools.bench`): the MONICA-style table (many/medium/few, group average, balanced accuracy,
 top-1, mean ± sample sd over seeds), every method's paired difference from ERM with a bootstrap 95 %
 CI, and per-class accuracy against class frequency.
@@ -35,7 +43,7 @@ import torch
 
 import hubtools.longtail.trainer as lt_trainer
 from hubtools.bench import Benchmark, Run, arms_table, values_by_seed
-from hubtools.bench.stats import paired_by_seed
+from hubtools.bench.stats import budget_verdict, paired_by_seed
 from hubtools.errors import ConfigError
 from hubtools.longtail.trainer import LongTailTrainConfig, train_longtail
 
@@ -50,7 +58,18 @@ BACKBONE = {
 }
 BUILDS = {"mri": ("mri_patches", "mri_patches_lt"), "fmnist": ("fashion_mnist", "fashion_mnist_lt")}
 SMOKE_METHODS = ["erm", "balanced_softmax", "crt"]
+AUGMENTATION_OPTIONS = {"mri": {"hflip": False, "vflip": False}, "fmnist": {"vflip": False}}
+CONTROLS = {"erm_no_aug": ("erm", "none")}  # arm -> (method, augmentation): ERM without the recipe's augmentation
+# The modules whose code produces the numbers (building the two sets, training, scoring, saving and
+# reloading first stages); the CLI, the demo, the multi-label and the MedMNIST/sheet builders do not.
+TRAINING_CODE = [
+    *(f"hubtools/longtail/{m}.py" for m in ("augment", "classifiers", "convert", "datasets", "experts", "losses",
+                                            "methods", "metrics", "recipes", "samplers", "splits", "table",
+                                            "trainer")),
+    "hubtools/models/longtail_classifier", "hubtools/train", "hubtools/data/mri_patches.py",
+]
 BATCH_SIZE, LR = 128, 1e-3
+RECIPE = "monica"
 TITLES = {"mri": "MRI patches (116 AAL regions)", "fmnist": "Fashion-MNIST-LT (r = 100)"}
 DATA = {
     "mri": "brain MRI patches cut from Debian mricron-data's MNI template by the AAL atlas: 116 region "
@@ -117,10 +136,14 @@ def runnable(methods: list[str], counts: list[int]) -> tuple[list[str], dict[str
 
     ok, skipped = [], {}
     for m in methods:
+        if m in CONTROLS:
+            ok.append(m)
+            continue
         try:
-            # the trainer passes num_epochs to the losses that take it (LDAM-DRW and its users)
-            takes_epochs = "num_epochs" in inspect.signature(get_method(m).loss).parameters
-            get_loss(m, counts, **({"num_epochs": 2} if takes_epochs else {}))
+            # the trainer passes num_epochs (LDAM-DRW and its users) and the few-group start (seql)
+            params = inspect.signature(get_method(m).loss).parameters
+            given = {k: v for k, v in (("num_epochs", 2), ("medium", 1)) if k in params}
+            get_loss(m, counts, **given)
             ok.append(m)
         except (ConfigError, TypeError) as err:
             skipped[m] = str(err)
@@ -138,11 +161,12 @@ class Runner:
         self.dataset, self.args, self.bench = dataset, args, bench
         self.done: dict[tuple[str, int], dict] = {}
 
-    def run(self, method: str, seed: int) -> dict:
+    def run(self, arm: str, seed: int) -> dict:
         from hubtools.longtail.methods import get_method
 
-        if (method, seed) in self.done:
-            return self.done[(method, seed)]
+        if (arm, seed) in self.done:
+            return self.done[(arm, seed)]
+        method, augmentation = CONTROLS.get(arm, (arm, None))
         entry = get_method(method)
         second = entry.stage == 2 or entry.group == "post-hoc"
         stage1 = self.run(entry.start_from, seed) if second else None
@@ -150,20 +174,26 @@ class Runner:
             "dataset": self.args.dataset,
             "smoke_subset": self.args.smoke and self.args.dataset == "mri",
             "method": method,
+            "recipe": RECIPE,
+            "augmentation": augmentation,
+            "augmentation_options": {} if augmentation == "none" else AUGMENTATION_OPTIONS[self.args.dataset],
             "seed": seed,
-            "epochs": max(1, self.args.epochs // 2) if second else self.args.epochs,
+            "epochs": self.args.epochs,
             "image_size": self.args.image_size,
             "backbone": BACKBONE,
             "batch_size": BATCH_SIZE,
             "lr": LR,
             "stage1": stage1["key"] if stage1 else None,
         }
-        folder, saved = self.bench.cached(f"{self.args.dataset}-{method}-s{seed}", key)
+        folder, saved = self.bench.cached(f"{self.args.dataset}-{arm}-s{seed}", key)
         if saved is not None and (Path(saved["folder"]) / "metrics.json").is_file():
-            self.done[(method, seed)] = saved
+            self.done[(arm, seed)] = saved
             return saved
         shutil.rmtree(folder, ignore_errors=True)
         cfg = LongTailTrainConfig(
+            recipe=RECIPE,
+            augmentation=augmentation,
+            augmentation_options=key["augmentation_options"],
             dataset=str(self.dataset),
             method=method,
             backbone=BACKBONE,
@@ -180,21 +210,42 @@ class Runner:
         record = {"folder": str(model), "seconds": round(time.perf_counter() - start, 1),
                   "key": self.bench.cache_key(key)}
         Benchmark.save_record(folder, key, record, self.bench)
-        self.done[(method, seed)] = record
+        self.done[(arm, seed)] = record
         test = json.loads((model / "metrics.json").read_text())["test"]
         print(
-            f"{self.args.dataset} seed {seed} {method}: balanced {test['balanced_acc']:.2f} "
+            f"{self.args.dataset} seed {seed} {arm}: balanced {test['balanced_acc']:.2f} "
             f"few {test['few_acc']:.2f} ({record['seconds']} s)",
             flush=True,
         )
         return record
 
 
-def verdict(runs: list[Run], methods: list[str], dataset: str) -> tuple[str, str, dict]:
+# Methods allowed below half of ERM's balanced accuracy, with the reason the table states. Empty:
+# every method must train under the default settings.
+BELOW_HALF_REASONS: dict[str, str] = {}
+
+
+def erm_curve(runner: Runner, seeds: list[int]) -> list[float]:
+    """ERM's validation balanced accuracy after each epoch, mean over the seeds that ran."""
+    curves = []
+    for s in seeds:
+        if ("erm", s) not in runner.done:
+            continue
+        log = Path(runner.done[("erm", s)]["folder"]).parent / "metrics.jsonl"
+        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        curves.append([r["val_balanced_acc"] for r in rows if "val_balanced_acc" in r])
+    n = min((len(c) for c in curves), default=0)
+    return np.mean([c[:n] for c in curves], axis=0).round(3).tolist() if n else []
+
+
+def verdict(
+    runs: list[Run], methods: list[str], dataset: str, curve: list[float] | None = None
+) -> tuple[str, str, dict]:
     """Headline, verdict and per-method paired gains over ERM (balanced and few-shot accuracy).
 
     A method is *clearly* better than ERM when the paired bootstrap 95 % CI of its gain excludes
-    zero on both balanced and few-shot accuracy; with one seed nothing is judged.
+    zero on both balanced and few-shot accuracy; with one seed nothing is judged. ``curve`` is ERM's
+    validation curve: when it has not plateaued the verdict starts with "budget insufficient".
     """
     gains: dict[str, dict] = {}
     for m in methods:
@@ -206,19 +257,26 @@ def verdict(runs: list[Run], methods: list[str], dataset: str) -> tuple[str, str
             g[k] = d.as_dict() if d else None
         gains[m] = g
     if not gains:
-        return "only ERM ran", "only ERM ran: no comparison.", gains
+        return "only ERM ran", "only ERM ran: no comparison.", {"gains_over_erm": gains}
     best = max(gains, key=lambda m: gains[m]["balanced_acc"]["mean"] if gains[m]["balanced_acc"] else -1e9)
     b, f = gains[best]["balanced_acc"], gains[best]["few_acc"]
     headline = (f"best balanced accuracy: {best}, {b['mean']:+.1f} points over ERM "
                 f"(few-shot {f['mean']:+.1f}; {b['n']} paired seed(s))")
     judged = [m for m, g in gains.items() if g["balanced_acc"] and g["balanced_acc"]["clear"] is not None]
     if not judged:
-        return headline, headline + ". One seed only: no method is judged against seed noise.", gains
+        text = headline + ". One seed only: no method is judged against seed noise."
+        return headline, text, {"gains_over_erm": gains}
     clear = [m for m in judged if all(gains[m][k]["clear"] and gains[m][k]["mean"] > 0
                                       for k in ("balanced_acc", "few_acc"))]
     below = [m for m in judged if gains[m]["balanced_acc"]["clear"] and gains[m]["balanced_acc"]["mean"] < 0]
     noop = [m for m, g in gains.items() if g["balanced_acc"] and g["balanced_acc"]["identical"]]
     text = headline + ". "
+    budget = budget_verdict(curve) if curve else None
+    if budget:
+        text += f"{budget[0].upper()}{budget[1:]} (ERM validation balanced accuracy by epoch: {curve}). "
+    erm_bal = np.mean(values_by_seed(runs, "erm", "balanced_acc") or [np.nan])
+    collapsed = [m for m in gains
+                 if np.mean(values_by_seed(runs, m, "balanced_acc") or [np.nan]) < 0.5 * erm_bal]
     if clear:
         text += (f"Above ERM on both balanced and few-shot accuracy with the paired 95 % CI excluding zero "
                  f"on {dataset} ({len(clear)} of {len(judged)}): {', '.join(clear)}. ")
@@ -228,7 +286,16 @@ def verdict(runs: list[Run], methods: list[str], dataset: str) -> tuple[str, str
         text += f"Below ERM in balanced accuracy beyond seed noise: {', '.join(below)}. "
     if noop:
         text += f"Identical to ERM on every seed (no-op, a bug to look at): {', '.join(noop)}. "
-    return headline, text.strip(), gains
+    unexplained = [m for m in collapsed if m not in BELOW_HALF_REASONS]
+    if collapsed:
+        text += "Below half of ERM's balanced accuracy: " + ", ".join(
+            f"{m} ({BELOW_HALF_REASONS.get(m, 'no stated reason: a defect')})" for m in collapsed
+        ) + ". "
+    else:
+        text += "No method is below half of ERM's balanced accuracy. "
+    checks = {"budget": budget, "erm_val_curve": curve, "below_half": collapsed,
+              "below_half_unexplained": unexplained, "noop": noop}
+    return headline, text.strip(), {"gains_over_erm": gains, "checks": checks}
 
 
 def write_results(
@@ -249,12 +316,13 @@ def write_results(
                                        "seconds": runner.done[(m, s)]["seconds"]}))
     first = next(iter(loaded.values()))
     counts = first.cls_num_list
-    headline, text, gains = verdict(runs, order, args.dataset)
+    headline, text, judged = verdict(runs, order, args.dataset, erm_curve(runner, args.seeds))
     from hubtools.longtail.methods import METHODS
 
+    families = {m: "control" if m in CONTROLS else METHODS[m].group for m in order}
     monica = arms_table(runs, keys, baseline="erm", arms=order, digits=1, labels=HEADERS,
                         diff_metrics=["balanced_acc", "few_acc"], title="All metrics (test %)",
-                        extra_columns={"family": {m: METHODS[m].group for m in order}})
+                        extra_columns={"family": families})
     plotted = [m for m in ("erm", "rs", "balanced_softmax", "ldam_drw", "crt", "la_posthoc") if m in order]
     series = []
     for m in plotted:
@@ -269,7 +337,7 @@ def write_results(
     config = {
         "dataset": args.dataset,
         "epochs": args.epochs,
-        "stage2_epochs": max(1, args.epochs // 2),
+        "epochs_scale": {m: METHODS[m].epochs_scale for m in order if m in METHODS and METHODS[m].epochs_scale != 1},
         "image_size": args.image_size,
         "backbone": BACKBONE,
         "batch_size": BATCH_SIZE,
@@ -279,7 +347,10 @@ def write_results(
         "groups": [first.head, first.medium],
         "torch_threads": torch.get_num_threads(),
         "methods": order,
-        "families": {m: METHODS[m].group for m in order},
+        "families": families,
+        "recipe": RECIPE,
+        "augmentation_options": AUGMENTATION_OPTIONS[args.dataset],
+        "controls": {arm: {"method": m, "augmentation": a} for arm, (m, a) in CONTROLS.items() if arm in order},
     }
     bench.write(
         args.name,
@@ -291,7 +362,7 @@ def write_results(
         figures=[figure],
         headline=headline,
         verdict=text,
-        details={"gains_over_erm": gains, "skipped": skipped},
+        details={**judged, "skipped": skipped},
         seeds=sorted({s for (_, s) in runner.done}),
     )
 
@@ -303,14 +374,15 @@ def main(argv: list[str] | None = None) -> None:
         "longtail_mri",
         title="Long-tail methods",
         capability="longtail",
-        code=["hubtools/longtail", "hubtools/train", "hubtools/data/mri_patches.py", "hubtools/data/offline.py"],
+        code=[*TRAINING_CODE, "hubtools/data/offline.py", "dataset_scripts/mri_patches", "dataset_scripts/fashion_mnist"],
         default_seeds=[1, 2, 3],
     )
     parser = bench.parser(__doc__)
     parser.add_argument("--dataset", choices=sorted(BUILDS), default="mri")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument(
-        "--methods", nargs="+", default=list(METHODS), help="default: every registered method"
+        "--methods", nargs="+", default=list(METHODS) + list(CONTROLS),
+        help="default: every registered method and the control " + ", ".join(CONTROLS),
     )
     parser.add_argument("--image-size", type=int, default=16)
     args = bench.parse(parser, argv)

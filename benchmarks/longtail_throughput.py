@@ -14,6 +14,9 @@ each ratio to the bare loop is taken within a round):
   the CPU-time figure is the one other processes barely disturb;
 - ``train_longtail``: the whole command (decoding, per-epoch validation, test, model folder), for scale.
 
+All three train without augmentation. The DDP runs below keep the trainer's default (MONICA's
+augmentation), each process drawing its own, as a user's run would.
+
 DDP (``--ddp``): ``hubtools longtail train`` in 1 process (batch B) and under ``accelerate launch
 --multi_gpu --num_processes 2`` (gloo on CPU, B/2 per process, so the same B images per optimizer
 step), at each of ``--seeds`` (default 1 2 3); the test metrics are compared per seed (paired
@@ -40,7 +43,12 @@ from pathlib import Path
 
 import torch
 import yaml
-from longtail_mri import BACKBONE, DATA, build_set  # same model and sets as the accuracy benchmark
+from longtail_mri import (  # same model and sets as the accuracy benchmark
+    BACKBONE,
+    DATA,
+    TRAINING_CODE,
+    build_set,
+)
 
 from hubtools.bench import Benchmark, Run, Table, arms_table, values_by_seed
 from hubtools.bench.stats import mean_sd, paired_by_seed
@@ -155,6 +163,7 @@ def throughput(args: argparse.Namespace, dataset: Path) -> tuple[list[Run], dict
         cfg = LongTailTrainConfig(
             dataset=str(dataset),
             method="erm",
+            augmentation="none",  # as in the bare loop it is compared with
             backbone=BACKBONE,
             output_dir=args.work / "tp-e2e",
             image_size=args.image_size,
@@ -334,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
         "longtail_throughput",
         title="Long-tail training throughput and DDP",
         capability="longtail",
-        code=["hubtools/longtail", "hubtools/train", "hubtools/data/mri_patches.py"],
+        code=[*TRAINING_CODE, "benchmarks/longtail_mri.py"],
         default_seeds=[1, 2, 3],
         smoke_seeds=[1],
     )

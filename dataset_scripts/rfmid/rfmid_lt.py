@@ -1,16 +1,18 @@
-"""RFMiD-LT builder (hubtools' single-label rule; the anchor defines no RFMiD split).
+"""RFMiD builder: single-label images (``rfmid_lt_100``) or every image with its disease set (``rfmid_multilabel``).
 
 Raw layout in ``--source-dir``: ``Training_Set/Training/<ID>.png`` and
 ``Training_Set/RFMiD_Training_Labels.csv`` with columns ``ID, Disease_Risk`` and the 45 binary
 disease columns below. An image is kept when exactly one disease column is 1, or as ``NORMAL``
-when ``Disease_Risk`` is 0 and no disease is marked; multi-disease images are left out.
+when ``Disease_Risk`` is 0 and no disease is marked; multi-disease images are left out of the
+single-label config. The multi-label config keeps every image with its diseases (``NORMAL``
+being a label too); RFMiD publishes no patient id, so its split is by image.
 """
 
 from collections.abc import Iterator
 from pathlib import Path
 
 from hubtools.longtail.datasets import AnnotationError, LongTailConfig, read_csv_rows
-from hubtools.longtail.sources import SingleLabelSheetBuilder
+from hubtools.longtail.multilabel import MultiLabelConfig, MultiLabelSheetBuilder
 
 DISEASES = (
     "DR",
@@ -61,16 +63,18 @@ DISEASES = (
 )
 
 
-class RFMiDLT(SingleLabelSheetBuilder):
-    """RFMiD training set, single-label images, long-tailed by frequency (not comparable to MONICA)."""
+class RFMiDLT(MultiLabelSheetBuilder):
+    """RFMiD training set: single-label images long-tailed by frequency (not comparable to MONICA), or multi-label."""
 
     LABEL_COLUMNS = ("NORMAL", *DISEASES)
     LICENSE = "cc-by-nc-4.0"
     PRIVATE_BY_DEFAULT = True
     SOURCE = "RFMiD, Retinal Fundus Multi-Disease Image Dataset (IEEE DataPort)"
+    DOWNLOAD_PAGE = "https://riadd.grand-challenge.org/download-all-classes/"
     DESCRIPTION = "Retinal fundus photographs with exactly one of RFMiD's 45 disease labels, or normal."
     BUILDER_CONFIGS = [
-        LongTailConfig(name="rfmid_lt_100", ratio=100, description="RFMiD single-label, ratio 100")
+        LongTailConfig(name="rfmid_lt_100", ratio=100, description="RFMiD single-label, ratio 100"),
+        MultiLabelConfig(name="rfmid_multilabel", description="RFMiD, every image with its diseases"),
     ]
     DEFAULT_CONFIG_NAME = "rfmid_lt_100"
 

@@ -1,4 +1,4 @@
-"""Information augmentation for long-tailed training (spec longtail.md 2.4): mixup and RandAugment.
+"""Training augmentation for long-tailed training: MONICA's recipe, mixup and RandAugment.
 
 Both act on a batch inside the trainer's loss function, never in ``Dataset.__getitem__``: the shared
 loop fetches one batch ahead, so randomness there would break exact resume (see
@@ -10,6 +10,9 @@ loop fetches one batch ahead, so randomness there would break exact resume (see
 - :class:`RandAugment`: torchvision's RandAugment (num_ops 2, magnitude 9 of 31 bins, the same 14
   operations and magnitude table), re-implemented on PIL because torchvision is not a dependency.
 - :class:`RSGModule`: RSG's feature-level generator of rare-class samples (``rsg``).
+- :class:`RecipeAugment`: MONICA's train transform for every method (resize to 264/224 of the
+  size and random crop, horizontal and vertical flips, rotation up to 10 degrees, colour jitter
+  0.2 brightness / contrast / saturation / hue), batched on tensors.
 """
 
 from __future__ import annotations
@@ -277,3 +280,107 @@ class RSGModule(nn.Module):
             extra_maps.append(synthetic)
             extra_y.append(ty[:n])
         return torch.cat([maps, *extra_maps]), torch.cat([targets, *extra_y]), cesc, mv / rounds
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """B x 3 x H x W RGB in [0, 1] -> HSV in [0, 1] (hue as a fraction of the circle)."""
+    r, g, b = x.unbind(1)
+    maxc, _ = x.max(dim=1)
+    minc, _ = x.min(dim=1)
+    delta = maxc - minc
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    h = torch.where(maxc == r, (g - b) / safe, torch.where(maxc == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
+    h = torch.where(delta > 0, (h / 6.0) % 1.0, torch.zeros_like(h))
+    s = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
+    return torch.stack([h, s, maxc], dim=1)
+
+
+def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_hsv`."""
+    h, s, v = x.unbind(1)
+    k = torch.stack([(n + h * 6.0) % 6.0 for n in (5.0, 3.0, 1.0)], dim=1)
+    return v[:, None] - v[:, None] * s[:, None] * (torch.minimum(k, 4.0 - k).clamp(0.0, 1.0))
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
+
+
+class RecipeAugment:
+    """MONICA's train transform on a uint8 batch B x 3 x S x S (images already resized to S).
+
+    MONICA resizes to 264 px, crops 224 at random, flips both ways, rotates by up to 10 degrees and
+    jitters colour (0.2 each of brightness, contrast, saturation and hue). Here the crop (a window of
+    224/264 of the image at a random offset), the flips and the rotation are one affine map sampled
+    with bilinear interpolation (one resampling instead of three; pixels rotated in from outside are
+    0, as in the PIL/torchvision rotation), then the jitter is applied in a fixed order (brightness,
+    contrast, saturation, hue; torchvision draws the order at random). Every draw is per image from
+    the global torch RNG, which the training loop checkpoints, so a resumed run repeats it exactly.
+    Returns uint8, so RandAugment and the trainer's normalisation see the same type as without it.
+    """
+
+    def __init__(
+        self,
+        crop: float = 224.0 / 264.0,
+        rotation: float = 10.0,
+        hflip: bool = True,
+        vflip: bool = True,
+        brightness: float = 0.2,
+        contrast: float = 0.2,
+        saturation: float = 0.2,
+        hue: float = 0.2,
+    ) -> None:
+        if not 0.0 < crop <= 1.0:
+            raise ConfigError(f"crop must be in (0, 1], got {crop}")
+        if not 0.0 <= hue <= 0.5:
+            raise ConfigError(f"hue jitter must be in [0, 0.5], got {hue}")
+        self.crop, self.rotation, self.hflip, self.vflip = crop, rotation, hflip, vflip
+        self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
+
+    def _uniform(self, n: int, low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(n)
+
+    def geometry(self, n: int) -> torch.Tensor:
+        """n x 2 x 3 affine maps (output -> input, normalised coordinates) of crop, flips and rotation."""
+        shift = 1.0 - self.crop
+        t = torch.stack([self._uniform(n, -shift, shift), self._uniform(n, -shift, shift)], dim=1)
+        fx = torch.where(torch.rand(n) < 0.5, -1.0, 1.0) if self.hflip else torch.ones(n)
+        fy = torch.where(torch.rand(n) < 0.5, -1.0, 1.0) if self.vflip else torch.ones(n)
+        angle = torch.deg2rad(self._uniform(n, -self.rotation, self.rotation))
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        rot = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
+        linear = self.crop * torch.diag_embed(torch.stack([fx, fy], 1)) @ rot
+        return torch.cat([linear, t[:, :, None]], dim=2)
+
+    def jitter(self, x: torch.Tensor) -> torch.Tensor:
+        """Colour jitter of float images in [0, 1]."""
+        n = x.shape[0]
+
+        def factor(amount: float) -> torch.Tensor:
+            return self._uniform(n, max(0.0, 1.0 - amount), 1.0 + amount).to(x)[:, None, None, None]
+
+        if self.brightness:
+            x = (x * factor(self.brightness)).clamp(0.0, 1.0)
+        if self.contrast:
+            mean = _grey(x).mean(dim=(1, 2, 3), keepdim=True)
+            c = factor(self.contrast)
+            x = (c * x + (1.0 - c) * mean).clamp(0.0, 1.0)
+        if self.saturation:
+            s = factor(self.saturation)
+            x = (s * x + (1.0 - s) * _grey(x)).clamp(0.0, 1.0)
+        if self.hue:
+            hsv = rgb_to_hsv(x)
+            shift = self._uniform(n, -self.hue, self.hue).to(x)[:, None, None]
+            hsv = torch.stack([(hsv[:, 0] + shift) % 1.0, hsv[:, 1], hsv[:, 2]], dim=1)
+            x = hsv_to_rgb(hsv).clamp(0.0, 1.0)
+        return x
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+            raise ConfigError(f"RecipeAugment takes uint8 B x 3 x H x W images, got {images.dtype} {tuple(images.shape)}")
+        x = images.float() / 255.0
+        theta = self.geometry(x.shape[0]).to(x)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        x = self.jitter(x)
+        return (x * 255.0).round().to(torch.uint8)

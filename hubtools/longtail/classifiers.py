@@ -1,4 +1,4 @@
-"""Classifier heads and post-hoc corrections for long-tailed training (spec longtail.md 2.4).
+"""Classifier heads and post-hoc corrections for long-tailed training.
 
 Heads map features f (B x D) to logits (B x C):
 
@@ -119,7 +119,7 @@ class DisAlignClassifier(nn.Module):
 
 
 class NCMClassifier(nn.Module):
-    """Nearest class mean (the spec's ``knn``): x^ = (f - f_mean)/||f - f_mean||, logit_c = -||x^ - mu_c||^2.
+    """Nearest class mean (MONICA's ``knn``): x^ = (f - f_mean)/||f - f_mean||, logit_c = -||x^ - mu_c||^2.
 
     ``f_mean`` is the train feature mean and ``mu_c`` the mean of x^ over the train images of class c,
     both set once by :meth:`fit` (buffers, saved with the head).

@@ -176,6 +176,19 @@ def profile_command(n_max: int, classes: int, ratio: float, rounding: str) -> No
     default=None,
     help="Run folder; the model is written to OUTPUT/model.",
 )
+@click.option(
+    "--recipe",
+    default=None,
+    help="Named training recipe (hubtools.longtail.recipes): monica (MONICA's 224 px, 50 epochs, Adam 3e-4, "
+    "batch 256, crop/flip/rotate/jitter augmentation) or plain (the same without augmentation); "
+    "flags and YAML keys given win.",
+)
+@click.option(
+    "--augmentation",
+    type=click.Choice(["monica", "none"]),
+    default=None,
+    help="Train-time augmentation (default: the recipe's, else monica).",
+)
 @click.option("--epochs", "num_epochs", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--lr", type=float, default=None)
@@ -253,3 +266,62 @@ def table_command(runs: tuple[Path, ...], output: Path | None, png: Path | None)
         output.write_text(md + "\n", encoding="utf-8")
         click.echo(f"saved {output}")
     click.echo(f"saved {png}")
+
+
+@longtail_group.command("convert-resnet50")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the transformers ResNetModel (use it as backbone.path / --backbone).",
+)
+def convert_resnet50_command(checkpoint: Path, out: Path) -> None:
+    """Convert a torchvision/timm ResNet-50 CHECKPOINT (.pth or .safetensors) into a transformers
+    ResNetModel folder, so MONICA's ImageNet-initialised recipe runs offline on weights you have."""
+    from hubtools.longtail.convert import convert_resnet50
+
+    try:
+        folder = convert_resnet50(checkpoint, out)
+    except HubtoolsError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"saved {folder} (train with: hubtools longtail train ... --backbone {folder})")
+
+
+@longtail_group.command("train-multilabel")
+@click.argument("config_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--dataset", default=None, help="Multi-label set: a folder (data/ + longtail/*.json) or a Hub repo."
+)
+@click.option(
+    "--config", "config", default=None, help="Dataset config of a Hub repo (e.g. chexpert_multilabel)."
+)
+@click.option("--loss", default=None, help="bce, asl or distribution_balanced (default bce).")
+@click.option(
+    "--output",
+    "output_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run folder; the model is written to OUTPUT/model.",
+)
+@click.option("--epochs", "num_epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--image-size", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+def train_multilabel_command(config_file: Path | None, **flags: object) -> None:
+    """Train a multi-label long-tail loss; CONFIG_FILE is a YAML of MultiLabelTrainConfig (flags given win)."""
+    from hubtools.config import settings_from
+    from hubtools.longtail.multilabel import MultiLabelTrainConfig, train_multilabel
+
+    try:
+        folder = train_multilabel(settings_from(config_file, MultiLabelTrainConfig, flags))
+    except HubtoolsError as err:
+        raise click.ClickException(str(err)) from None
+    if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch only rank 0 writes the model folder
+        return
+    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["test"]
+    click.echo(
+        " ".join(f"{k}={metrics[k]:.2f}" for k in ("map", "many_map", "medium_map", "few_map", "micro_f1"))
+    )
+    click.echo(f"saved {folder} (push with: hubtools push {folder} REPO)")

@@ -1,4 +1,4 @@
-"""Multi-expert heads for SADE and RIDE, and BBN's separate-branch head (spec longtail.md 2.4).
+"""Multi-expert heads for SADE and RIDE, and BBN's separate-branch head.
 
 The backbone is split at the middle of its stages: the stem and the first half of the stages are
 shared (for a 4-stage ResNet: layers 1-2), and each of K = 3 experts owns a copy of the remaining

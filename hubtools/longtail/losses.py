@@ -1,9 +1,9 @@
-"""Long-tail losses (MONICA, spec longtail.md 2.4), each an ``nn.Module`` called as ``loss(logits, targets)``.
+"""Long-tail losses (MONICA), each an ``nn.Module`` called as ``loss(logits, targets)``.
 
 ``logits`` is a float tensor B x C, ``targets`` int64 class ids of length B. Every loss is built
 from the train class counts ``cls_num_list`` (class 0 = largest) and checks that the logits have
 that many columns. Where the anchor implementation is wrong the paper's method is the default
-and the anchor's behaviour is a ``legacy``/``legacy_sign`` option, as the spec lists:
+and the anchor's behaviour is a ``legacy``/``legacy_sign`` option:
 
 - ``la_loss``: CE(z + tau log pi) (the anchor subtracts the prior: ``legacy_sign=True``);
 - ``ldam_drw``: the DRW switch is at e >= max(1, floor(0.8 E)) (the anchor divides by zero at E = 1),
@@ -253,14 +253,17 @@ class SEQLLoss(LongTailLoss):
 
     For j != y, w_j = 1 - b_j * [pi_j < lambda], b_j ~ Bernoulli(gamma) per (sample, class), and
     p_y = e^{z_y} / sum_j w_j e^{z_j}; a dropped entry gets a large negative finite logit (fp16-safe).
-    ``lambda_="few"`` with ``medium=`` (the few-group start index) sets lambda just above the
-    largest prior of the few group.
+    ``lambda_="few"`` (the default) with ``medium=`` (the few-group start index) sets lambda just
+    above the largest prior of the few group, so the few group is always masked. The paper's
+    lambda 4.3e-4 was tuned for LVIS's thousand-class tail; every MONICA split and Fashion-MNIST-LT
+    has its smallest prior above it, where the loss would silently be plain cross-entropy.
+    A number still selects a fixed lambda (and warns when it masks no class).
     """
 
     def __init__(
         self,
         cls_num_list: Sequence[int],
-        lambda_: float | str = 4.3e-4,
+        lambda_: float | str = "few",
         gamma: float = 0.9,
         medium: int | None = None,
         generator: torch.Generator | None = None,
@@ -302,7 +305,8 @@ class GCLLoss(LongTailLoss):
     """Gaussian clouded logits: CE(s * cos'), cos'_ic = cos_ic - 0.5 |eps_ic| (log n_max - log n_c) / max_k(...).
 
     eps ~ N(0, noise_std^2) clamped to [-1, 1], drawn only while training (``self.training``); ``logits``
-    are cosines of a normalised classifier. The head class has no noise.
+    are cosines of a normalised classifier. The head class has no noise. ``weight`` (per class)
+    turns the CE into the weighted CE (GCL's second stage with class-balanced weights).
     """
 
     def __init__(
@@ -312,8 +316,12 @@ class GCLLoss(LongTailLoss):
         noise_mul: float = 0.5,
         noise_std: float = 1.0 / 3.0,
         generator: torch.Generator | None = None,
+        weight: Sequence[float] | torch.Tensor | None = None,
     ) -> None:
         super().__init__(cls_num_list)
+        self.register_buffer(
+            "weight", None if weight is None else torch.as_tensor(weight, dtype=torch.float32), persistent=False
+        )
         gap = torch.log(self.counts.double().max()) - torch.log(self.counts.double())
         self.register_buffer("noise_scale", (gap / gap.max()).float(), persistent=False)
         self.s, self.noise_mul, self.noise_std = s, noise_mul, noise_std
@@ -326,7 +334,8 @@ class GCLLoss(LongTailLoss):
 
     def compute(self, logits, targets):
         cos = self.noisy_cosines(logits) if self.training else logits
-        return F.cross_entropy(self.s * cos, targets)
+        weight = None if self.weight is None else self.weight.to(cos.device)
+        return F.cross_entropy(self.s * cos, targets, weight=weight)
 
 
 class LabelAwareSmoothing(LongTailLoss):
@@ -357,6 +366,13 @@ class RangeLoss(LongTailLoss):
     features of class c; fewer pairs than k: all of them) and
     L_inter = max(0, m - min_{c != c'} ||mu_c - mu_c'||^2) over the class means of the batch.
     ``legacy=True`` reproduces the anchor: L_R applied to the logits and no CE term.
+
+    lambda_R defaults to 0.001. L_intra is a sum over the classes of the batch, so its size grows
+    with the number of classes: with lambda_R = 1 it starts about 40x larger than the cross-entropy,
+    the features shrink to zero and training collapses (balanced accuracy 1 % on the 116-class MRI
+    patches, 17 % on Fashion-MNIST-LT); 0.01 still costs a third of ERM's accuracy on the MRI
+    patches and a quarter on Fashion-MNIST-LT (one seed, 4 epochs, 16 px); 0.001 stays within a
+    point of ERM on both.
     """
 
     needs_features = True
@@ -366,7 +382,7 @@ class RangeLoss(LongTailLoss):
         cls_num_list: Sequence[int],
         k: int = 2,
         margin: float = 0.1,
-        lambda_r: float = 1.0,
+        lambda_r: float = 0.001,
         intra_weight: float = 0.5,
         inter_weight: float = 0.5,
         legacy: bool = False,
@@ -410,7 +426,7 @@ class RangeLoss(LongTailLoss):
 
 class CenterLoss(LongTailLoss):
     """CE + lambda_c * L_C on features f (Wen et al. 2016, "A Discriminative Feature Learning Approach for Deep
-    Face Recognition"), one of the spec's optional extras.
+    Face Recognition"), an extra beyond MONICA's list.
 
     L_C = 1/2 * mean_i ||f_i - c_{y_i}||^2 (the paper sums over the batch; hubtools averages, as its CE does).
     The centres are not trained by the optimiser but by the paper's rule after each training forward:

@@ -9,14 +9,14 @@ loss of a method from the train class counts::
     loss.set_epoch(epoch)
     value = loss(logits, targets)
 
-Names are lower-case as in the spec. An unknown name (the error lists the valid ones), an unknown or
+Names are lower-case. An unknown name (the error lists the valid ones), an unknown or
 missing keyword are :class:`~hubtools.errors.ConfigError` before any training starts.
 
 A method's options (``method_options`` in the YAML) are the keyword arguments of its loss plus the
 method-level options in :attr:`Method.options` (sampler, augmentation, head, optimiser settings, with
 their defaults); :func:`get_loss` and :func:`method_options` check them against that union.
 
-Groups follow the spec (2.4): re-sampling, re-weighting (and logit losses), augmentation
+Groups follow MONICA: re-sampling, re-weighting (and logit losses), augmentation
 (information augmentation), optimisation, two-stage (module improvement: decoupled heads),
 post-hoc, causal and experts (multi-expert / multi-branch).
 """
@@ -56,6 +56,11 @@ class Method:
     ``bbn`` (two branches fed by a paired sampler), ``experts`` (SADE/RIDE) or ``rsg`` (a feature-level
     sample generator after a middle stage); ``optimizer_step``
     is ``plain`` or ``sam``. ``options`` are the method-level options and their defaults.
+    ``epochs_scale`` multiplies the recipe's epochs where the method's paper trains longer (SAM:
+    90 epochs where MONICA trains the others 50).
+    Every trained method also takes the option ``sampler`` (a sampler name of
+    :mod:`hubtools.longtail.samplers`), which replaces its own: the combinations MONICA ships
+    (cRT + FlexRS, GCL + FlexRS) are registered under their own names, others are one option away.
     """
 
     name: str
@@ -71,6 +76,7 @@ class Method:
     model: Literal["single", "bbn", "experts", "rsg"] = "single"
     optimizer_step: Literal["plain", "sam"] = "plain"
     options: dict[str, Any] = field(default_factory=dict)
+    epochs_scale: float = 1.0
 
 
 def _ce(cls_num_list: Sequence[int]) -> L.LongTailLoss:
@@ -102,6 +108,10 @@ def _balanced_softmax(cls_num_list: Sequence[int]) -> L.LongTailLoss:
 
 def _prior_ce(cls_num_list: Sequence[int]) -> L.LongTailLoss:
     return L.LogitAdjustedCE(cls_num_list, tau=1.0, eps=1e-9)
+
+
+def _gcl_cb(cls_num_list: Sequence[int], beta: float = L.CB_BETA) -> L.LongTailLoss:
+    return L.GCLLoss(cls_num_list, weight=L.class_balanced_weights(cls_num_list, beta))
 
 
 def _la_loss(cls_num_list: Sequence[int], tau: float = 1.0, legacy_sign: bool = False) -> L.LongTailLoss:
@@ -171,7 +181,11 @@ METHODS: dict[str, Method] = {
             "vs", "re-weighting", L.VSLoss, description="vector scaling CE(Delta z + iota), gamma 0.3, tau 1"
         ),
         Method(
-            "seql", "re-weighting", L.SEQLLoss, description="softmax equalization, lambda 4.3e-4, gamma 0.9"
+            "seql",
+            "re-weighting",
+            L.SEQLLoss,
+            description="softmax equalization, gamma 0.9, lambda just above the largest few-group prior "
+            "(the paper's 4.3e-4 masks no class of these splits)",
         ),
         Method(
             "mixup",
@@ -222,14 +236,14 @@ METHODS: dict[str, Method] = {
             "range_loss",
             "augmentation",
             L.RangeLoss,
-            description="CE + range loss on the features (k 2, margin 0.1, lambda_R 1)",
+            description="CE + range loss on the features (k 2, margin 0.1, lambda_R 0.001; 1 collapses training)",
         ),
         Method(
             "center_loss",
             "re-weighting",
             L.CenterLoss,
             description="CE + 0.003 * centre loss on the features, centres moved by the paper's rule "
-            "(alpha 0.5); an optional extra of the spec",
+            "(alpha 0.5); an extra beyond MONICA's list",
         ),
         Method(
             "sam",
@@ -238,7 +252,9 @@ METHODS: dict[str, Method] = {
             classifier="cosine",
             optimizer_step="sam",
             options={"rho": None, "scheduler": "cosine"},
-            description="sharpness-aware minimisation over LDAM-DRW, rho 0.05/0.1/0.5 at 5/90, 60/90 E, cosine LR",
+            epochs_scale=1.8,
+            description="sharpness-aware minimisation over LDAM-DRW, 1.8 E epochs (90 vs 50), "
+            "rho 0.05/0.1/0.5 at 5/90, 60/90 of them, cosine LR",
         ),
         Method(
             "gcl",
@@ -262,6 +278,28 @@ METHODS: dict[str, Method] = {
             description="fresh cosine head on the frozen GCL encoder, class-balanced sampling, GCL loss, mixup",
         ),
         Method(
+            "gcl_flex_rs",
+            "two-stage",
+            L.GCLLoss,
+            sampler="flex",
+            classifier="cosine",
+            augment="mixup",
+            options={"mixup_alpha": 1.0, "flex_mode": "instance"},
+            description="GCL with flexible sampling (instance weight ~ 1 / validation recall of its class)",
+        ),
+        Method(
+            "gcl_2nd_cb",
+            "two-stage",
+            _gcl_cb,
+            classifier="cosine",
+            stage=2,
+            start_from="gcl",
+            augment="mixup",
+            options={"mixup_alpha": 1.0},
+            description="fresh cosine head on the frozen GCL encoder, GCL loss weighted by class-balanced "
+            "weights (beta 0.9999) instead of re-sampling",
+        ),
+        Method(
             "crt",
             "two-stage",
             _ce,
@@ -269,6 +307,16 @@ METHODS: dict[str, Method] = {
             stage=2,
             start_from="erm",
             description="fresh linear head on the frozen ERM encoder, class-balanced sampling",
+        ),
+        Method(
+            "crt_flex_rs",
+            "two-stage",
+            _ce,
+            sampler="flex",
+            stage=2,
+            start_from="erm",
+            options={"flex_mode": "instance"},
+            description="fresh linear head on the frozen ERM encoder, flexible sampling",
         ),
         Method(
             "lws",
@@ -367,9 +415,10 @@ def _split_options(name: str, kw: dict[str, Any]) -> tuple[dict[str, Any], dict[
     method = get_method(name)
     params = inspect.signature(method.loss).parameters
     loss_names = [p for p in params if p != "cls_num_list"]
-    unknown = [k for k in kw if k not in loss_names and k not in method.options]
+    options = {**method.options, "sampler": method.sampler}
+    unknown = [k for k in kw if k not in loss_names and k not in options]
     if unknown:
-        allowed = loss_names + list(method.options)
+        allowed = loss_names + list(options)
         raise ConfigError(
             f"method {name!r} takes no option {', '.join(unknown)}; its options: {allowed or 'none'}"
         )
@@ -381,7 +430,19 @@ def _split_options(name: str, kw: dict[str, Any]) -> tuple[dict[str, Any], dict[
     if missing:
         raise ConfigError(f"method {name!r} needs {', '.join(missing)}")
     loss_kw = {k: v for k, v in kw.items() if k in loss_names}
-    return loss_kw, {**method.options, **{k: v for k, v in kw.items() if k in method.options}}
+    resolved = {**options, **{k: v for k, v in kw.items() if k in options}}
+    if resolved["sampler"] != method.sampler:
+        from hubtools.longtail.samplers import SAMPLERS
+
+        sampler = {"rs": "class_balanced", "flex_rs": "flex"}.get(resolved["sampler"], resolved["sampler"])
+        if sampler not in SAMPLERS:
+            raise ConfigError(
+                f"method {name!r}: unknown sampler {resolved['sampler']!r}; valid: {', '.join(SAMPLERS)}"
+            )
+        resolved["sampler"] = sampler
+    if resolved["sampler"] == "flex":
+        resolved.setdefault("flex_mode", "instance")
+    return loss_kw, resolved
 
 
 def method_options(name: str, **kw) -> dict[str, Any]:

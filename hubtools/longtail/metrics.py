@@ -1,4 +1,4 @@
-"""Long-tail metrics (MONICA, spec longtail.md 2.5): per class, grouped and overall, with distinct names.
+"""Long-tail metrics (as MONICA reports them): per class, grouped and overall, with distinct names.
 
 :func:`lt_report` returns, in percent:
 

@@ -1,5 +1,9 @@
-"""Re-sampling for long-tailed training (spec longtail.md 2.4): every epoch draws N indices with replacement.
+"""Re-sampling for long-tailed training: every epoch draws N indices.
 
+``instance`` (ERM and every method that does not re-sample) visits each image once per epoch in a
+fresh random order (a permutation: without replacement, as the MONICA code's shuffled loader does;
+drawing with replacement would show only ~63 % of the distinct images each epoch). The re-balancing
+samplers draw with replacement, since their class masses cannot be met by visiting every image once.
 A sampler is defined by the probability mass q_c it gives each class; within a class every
 instance is equally likely (instance weight q_c / n_c):
 
@@ -87,7 +91,11 @@ def class_probabilities(
 
 
 class LongTailSampler(Sampler[int]):
-    """Draws ``num_samples`` indices with replacement from per-instance weights, reseeded by (seed, epoch)."""
+    """Draws ``num_samples`` indices per epoch, reseeded by (seed, epoch).
+
+    ``instance``: a random permutation (repeated when ``num_samples`` exceeds the set, the last
+    permutation cut); every other sampler: with replacement from its per-instance weights.
+    """
 
     def __init__(
         self,
@@ -142,6 +150,10 @@ class LongTailSampler(Sampler[int]):
     def all_indices(self) -> torch.Tensor:
         """This epoch's draw for every process together (before ``rank::world_size``)."""
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.name == "instance":
+            rounds = math.ceil(self.total / self.labels.size)
+            perms = [torch.randperm(self.labels.size, generator=generator) for _ in range(rounds)]
+            return torch.cat(perms)[: self.total]
         weights = torch.as_tensor(self.instance_weights(), dtype=torch.float64)
         return torch.multinomial(weights, self.total, replacement=True, generator=generator)
 

@@ -7,8 +7,10 @@ method's loss and sampler through :func:`hubtools.train.train`. The checkpoint w
 validation ``selection_metric`` (default ``balanced_acc``) is evaluated on test and written as a
 Hub model folder (``OUTPUT/model``)::
 
-    config.json, model.safetensors   the backbone (save_pretrained; AutoModel.from_pretrained loads it)
-    head.safetensors                 the classifier head
+    config.json, model.safetensors   LongTailForImageClassification (backbone + head + post-hoc offset):
+                                     AutoModelForImageClassification / pipeline("image-classification")
+                                     load it, without hubtools through trust_remote_code=True
+    configuration_*.py, modeling_*.py its remote code; preprocessor_config.json the image processor
     longtail.json                    method, stage, classifier, cls_num_list, groups, options, image size
     metrics.json                     validation and test lt_report, selected epoch
     README.md                        longtail_classifier card, test metrics as model-index
@@ -28,7 +30,10 @@ without a hook in :mod:`hubtools.train`. ``flex_rs`` gets each validation's per-
 ``rsg`` runs the backbone stage by stage to insert its sample generator after the middle stage
 (training only: the saved model is the plain backbone and head).
 
-Images are decoded once, resized to ``image_size`` and kept as uint8.
+Images are decoded once, resized to ``image_size`` and kept as uint8. The train-time augmentation
+(``augmentation``, MONICA's by default: :class:`~hubtools.longtail.augment.RecipeAugment`) acts on each
+uint8 batch inside the loss function too; ``recipe`` fills the settings MONICA fixes
+(:mod:`hubtools.longtail.recipes`).
 """
 
 from __future__ import annotations
@@ -46,8 +51,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
-from safetensors.torch import load_file, save_file
+from pydantic import Field, model_validator
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -64,6 +69,7 @@ from hubtools.longtail.classifiers import (
 from hubtools.longtail.experts import BBNBranchHead, ExpertHeads
 from hubtools.longtail.methods import Method, get_loss, get_method, method_options
 from hubtools.longtail.metrics import lt_report
+from hubtools.longtail.recipes import get_augmentation
 from hubtools.longtail.samplers import PairedSampler, get_sampler
 from hubtools.longtail.splits import LTProfile, groups_by_threshold
 
@@ -84,8 +90,14 @@ class BackboneSpec(StrictModel):
 
 
 class LongTailTrainConfig(StrictModel):
-    """``hubtools longtail train`` settings (YAML under ``configs/longtail/``)."""
+    """``hubtools longtail train`` settings (YAML under ``configs/longtail/``).
 
+    ``recipe`` (:mod:`hubtools.longtail.recipes`: ``monica``, ``plain``) supplies image size, epochs,
+    batch, lr, weight decay and augmentation; any of them given explicitly wins. Without a recipe
+    the defaults are MONICA's optimisation at 32 px with MONICA's augmentation.
+    """
+
+    recipe: str | None = None
     dataset: str
     config: str | None = None
     method: str = "erm"
@@ -102,6 +114,31 @@ class LongTailTrainConfig(StrictModel):
     mixed_precision: str = "no"
     selection_metric: str = "balanced_acc"
     eval_batch_size: int = Field(256, ge=1)
+    augmentation: str = "monica"
+    augmentation_options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recipe_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("recipe") is not None:
+            from hubtools.longtail.recipes import recipe_defaults
+
+            data = {
+                **recipe_defaults(str(data["recipe"])),
+                **{k: v for k, v in data.items() if v is not None},
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _known_augmentation(self) -> LongTailTrainConfig:
+        from hubtools.longtail.recipes import AUGMENTATIONS
+
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(
+                f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {self.augmentation!r}"
+            )
+        get_augmentation(self.augmentation, **self.augmentation_options)  # unknown options fail here
+        return self
 
 
 class LongTailModel(nn.Module):
@@ -270,14 +307,17 @@ def dataset_profile(ds: Any, profile: LTProfile | None) -> LTProfile:
 def save_model(
     folder: Path, model: LongTailModel, info: dict[str, Any], metrics: dict[str, Any], card: Any
 ) -> Path:
-    """Write the model folder whole or not at all."""
+    """Write the model folder whole or not at all: a ``LongTailForImageClassification`` (config.json with
+    ``auto_map``, model.safetensors, its two code files) and a ``ViTImageProcessor`` config of the training
+    preprocessing, so ``AutoModelForImageClassification`` and ``pipeline("image-classification")`` load
+    it with or without hubtools; plus longtail.json, metrics.json and the card."""
     from hubtools.hub.artifacts import atomic_dir, save_card
+    from hubtools.longtail.convert import image_processor, to_transformers
 
+    classifier = to_transformers(model, info)
     with atomic_dir(folder) as tmp:
-        model.backbone.save_pretrained(tmp)
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}, tmp / HEAD_FILE
-        )
+        classifier.save_pretrained(tmp)
+        image_processor(info["image_size"]).save_pretrained(tmp)
         (tmp / LONGTAIL_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
         (tmp / METRICS_JSON).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         save_card(tmp, card)
@@ -285,19 +325,37 @@ def save_model(
 
 
 def load_model(folder: str | Path) -> tuple[LongTailModel, dict[str, Any]]:
-    """A model folder written by :func:`train_longtail` and its ``longtail.json``."""
+    """A model folder written by :func:`train_longtail` and its ``longtail.json``; folders of the earlier
+    format (the backbone's own config.json + model.safetensors, and ``head.safetensors``) still load."""
     from transformers import AutoModel
 
+    from hubtools.models.longtail_classifier import LongTailClassifierConfig, LongTailForImageClassification
+
     folder = Path(folder)
-    if not (folder / LONGTAIL_FILE).is_file() or not (folder / HEAD_FILE).is_file():
-        raise ArtifactError(f"{folder}: not a long-tail model folder (needs {LONGTAIL_FILE} and {HEAD_FILE})")
+    config_file = folder / "config.json"
+    model_type = (
+        json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+        if config_file.is_file()
+        else None
+    )
+    is_classifier = model_type == LongTailClassifierConfig.model_type
+    if not (folder / LONGTAIL_FILE).is_file() or not (is_classifier or (folder / HEAD_FILE).is_file()):
+        raise ArtifactError(
+            f"{folder}: not a long-tail model folder (needs {LONGTAIL_FILE} and a "
+            f"{LongTailClassifierConfig.model_type!r} config.json or {HEAD_FILE}; config.json has {model_type!r})"
+        )
     info = json.loads((folder / LONGTAIL_FILE).read_text(encoding="utf-8"))
-    backbone = AutoModel.from_pretrained(str(folder), local_files_only=True)
+    if is_classifier:
+        classifier = LongTailForImageClassification.from_pretrained(str(folder), local_files_only=True)
+        backbone, head_state = classifier.backbone, classifier.head.state_dict()
+    else:
+        backbone = AutoModel.from_pretrained(str(folder), local_files_only=True)
+        head_state = load_file(folder / HEAD_FILE)
     num_classes = len(info["cls_num_list"])
     head = get_classifier(
         info["classifier"], info["feature_dim"], num_classes, **info.get("classifier_options", {})
     )
-    head.load_state_dict(load_file(folder / HEAD_FILE))
+    head.load_state_dict(head_state)
     model = LongTailModel(backbone, head)
     if info.get("logit_offset") is not None:
         model.logit_offset = torch.tensor(info["logit_offset"], dtype=torch.float32)
@@ -370,8 +428,12 @@ def _card(cfg: LongTailTrainConfig, lt: LTProfile, info: dict[str, Any], test: d
             k: info[k] for k in ("stage", "classifier", "num_epochs", "batch_size", "lr", "image_size")
         },
         usage_code=(
-            "from hubtools.longtail.trainer import load_model\n"
-            'model, info = load_model("PATH")   # backbone: transformers.AutoModel.from_pretrained("PATH")'
+            "from transformers import AutoModelForImageClassification, pipeline\n\n"
+            "# the model's code ships in the folder (trust_remote_code); hubtools is not needed\n"
+            'classify = pipeline("image-classification", model="PATH", trust_remote_code=True)\n'
+            'print(classify("image.png"))  # class names with softmax scores\n'
+            'model = AutoModelForImageClassification.from_pretrained("PATH", trust_remote_code=True)\n'
+            '# with hubtools: from hubtools.longtail.trainer import load_model; model, info = load_model("PATH")'
         ),
     )
 
@@ -508,8 +570,12 @@ def train_longtail(cfg: LongTailTrainConfig) -> Path:
     lt = dataset_profile(ds, profile)
     counts = lt.cls_num_list
     options = dict(cfg.method_options)
-    if "num_epochs" in inspect.signature(method.loss).parameters:
-        options.setdefault("num_epochs", cfg.num_epochs)
+    num_epochs = max(1, round(cfg.num_epochs * method.epochs_scale))
+    loss_params = inspect.signature(method.loss).parameters
+    if "num_epochs" in loss_params:
+        options.setdefault("num_epochs", num_epochs)
+    if "medium" in loss_params:  # seql's default lambda masks the few group, which starts at lt.medium
+        options.setdefault("medium", lt.medium)
     loss = get_loss(cfg.method, counts, **options)  # bad options fail here, before any image is decoded
     mopts = method_options(cfg.method, **options)
     if method.stage == 2 and cfg.stage1 is None:
@@ -526,7 +592,7 @@ def train_longtail(cfg: LongTailTrainConfig) -> Path:
         "stage": method.stage,
         "start_from": method.start_from,
         "classifier": method.classifier,
-        "sampler": method.sampler,
+        "sampler": mopts["sampler"],
         "method_options": options,
         "resolved_options": mopts,
         "cls_num_list": counts,
@@ -535,7 +601,10 @@ def train_longtail(cfg: LongTailTrainConfig) -> Path:
         "medium": lt.medium,
         "image_size": cfg.image_size,
         "normalization": "imagenet",
-        "num_epochs": cfg.num_epochs,
+        "recipe": cfg.recipe,
+        "augmentation": cfg.augmentation,
+        "augmentation_options": cfg.augmentation_options,
+        "num_epochs": num_epochs,
         "batch_size": cfg.batch_size,
         "lr": cfg.lr,
         "dataset": cfg.dataset,
@@ -568,7 +637,17 @@ def train_longtail(cfg: LongTailTrainConfig) -> Path:
         else:
             model, head_info = _new_model(method, cfg, mopts, lt)
             info.update(head_info)
-        model, selected_epoch = _fit(model, loss, method, mopts, train_data, val_data, lt, cfg, report)
+        model, selected_epoch = _fit(
+            model,
+            loss,
+            method,
+            mopts,
+            train_data,
+            val_data,
+            lt,
+            cfg.model_copy(update={"num_epochs": num_epochs}),
+            report,
+        )
         model.rsg = None  # a training-time module: the saved model is backbone + head
         info["selected_epoch"] = selected_epoch
 
@@ -655,6 +734,33 @@ def bbn_alpha(epoch: int, num_epochs: int) -> float:
     return 1.0 - (epoch / num_epochs) ** 2
 
 
+def epoch_train_config(cfg: Any, items_per_epoch: int, scheduler: str = "constant") -> Any:
+    """Settings of the shared loop for a run that validates (and logs) once per epoch of ``items_per_epoch``.
+
+    ``cfg`` carries output_dir, seed, num_epochs, batch_size, lr, weight_decay and mixed_precision
+    (the single- and the multi-label train configs). Under ``accelerate launch`` each of WORLD_SIZE
+    processes takes every N-th batch (accelerate evens them out), so an epoch is ceil(batches / N)
+    optimiser steps, not ``batches``.
+    """
+    from hubtools.train import TrainConfig
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    steps_per_epoch = max(1, math.ceil((items_per_epoch // cfg.batch_size) / world_size))
+    return TrainConfig(
+        output_dir=cfg.output_dir,
+        seed=cfg.seed,
+        num_epochs=cfg.num_epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        mixed_precision=cfg.mixed_precision,
+        scheduler=scheduler,
+        eval_every=steps_per_epoch,
+        log_every=steps_per_epoch,
+        keep_last=1,
+    )
+
+
 def _fit(
     model: LongTailModel,
     loss: nn.Module,
@@ -667,7 +773,7 @@ def _fit(
     report: Any,
 ) -> tuple[LongTailModel, int]:
     """Train with the shared loop; keep the weights of the epoch with the best validation metric."""
-    from hubtools.train import TrainConfig, train
+    from hubtools.train import train
 
     labels = train_data.labels.numpy()
     common = {"num_epochs": cfg.num_epochs, "seed": cfg.seed}
@@ -681,32 +787,22 @@ def _fit(
         )
         dataset = PairedImages(train_data)
     else:
-        extra = {"flex_mode": mopts["flex_mode"]} if method.sampler == "flex" else {}
-        sampler = get_sampler(method.sampler, labels, lt.cls_num_list, **common, **extra)
-    # Under `accelerate launch` each of WORLD_SIZE processes takes every N-th batch (accelerate evens
-    # them out), so an epoch is ceil(batches / N) optimiser steps, not `batches`.
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    steps_per_epoch = max(1, math.ceil((len(sampler) // cfg.batch_size) / world_size))
-    train_cfg = TrainConfig(
-        output_dir=cfg.output_dir,
-        seed=cfg.seed,
-        num_epochs=cfg.num_epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        mixed_precision=cfg.mixed_precision,
-        scheduler=mopts.get("scheduler", "constant"),
-        eval_every=steps_per_epoch,
-        log_every=steps_per_epoch,
-        keep_last=1,
-    )
+        extra = {"flex_mode": mopts["flex_mode"]} if mopts["sampler"] == "flex" else {}
+        sampler = get_sampler(mopts["sampler"], labels, lt.cls_num_list, **common, **extra)
+    train_cfg = epoch_train_config(cfg, len(sampler), mopts.get("scheduler", "constant"))
     best: dict[str, Any] = {"score": -float("inf"), "state": None, "epoch": 0}
     randaugment = (
         RandAugment(mopts["num_ops"], mopts["magnitude"]) if method.augment == "randaugment" else None
     )
+    recipe_augment = get_augmentation(cfg.augmentation, **cfg.augmentation_options)
+
+    def augment(images: torch.Tensor) -> torch.Tensor:
+        return images if recipe_augment is None else recipe_augment(images)
+
     feature_kw = getattr(loss, "needs_features", False)
 
     def batch_loss(m: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        images = augment(images)
         if randaugment is not None:
             images = randaugment(images)
         x = normalize(images)
@@ -721,7 +817,8 @@ def _fit(
     def bbn_loss(m: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         img_u, y_u, img_r, y_r = batch
         alpha = bbn_alpha(sampler.epoch, cfg.num_epochs)
-        logits, _ = m(torch.cat([normalize(img_u), normalize(img_r)]), train_output=True, bbn_alpha=alpha)
+        pixels = torch.cat([normalize(augment(img_u)), normalize(augment(img_r))])
+        logits, _ = m(pixels, train_output=True, bbn_alpha=alpha)
         return alpha * loss(logits, y_u) + (1 - alpha) * loss(logits, y_r)
 
     def loss_fn(m: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -732,7 +829,7 @@ def _fit(
             return bbn_loss(m, batch)
         if method.model == "rsg":  # transfer from floor(0.8 E) (the anchor's epoch 160 never comes at E = 50)
             model.rsg.transfer = sampler.epoch >= math.floor(0.8 * cfg.num_epochs)
-            logits, targets, cesc, mv = m(normalize(batch[0]), train_output=True, targets=batch[1])
+            logits, targets, cesc, mv = m(normalize(augment(batch[0])), train_output=True, targets=batch[1])
             return loss(logits, targets) + mopts["cesc_weight"] * cesc + mopts["mv_weight"] * mv
         if method.optimizer_step == "sam":
             rho = mopts["rho"] if mopts["rho"] is not None else sam_rho(sampler.epoch, cfg.num_epochs)
@@ -741,7 +838,7 @@ def _fit(
 
     def eval_fn(state: Any) -> dict[str, float]:
         r = report(state.model, val_data)
-        if method.sampler == "flex":  # the next epoch re-weights by this validation's recall
+        if mopts["sampler"] == "flex":  # the next epoch re-weights by this validation's recall
             sampler.set_recall([1.0 if math.isnan(v) else v / 100.0 for v in r["per_class_recall"]])
         score = r[cfg.selection_metric]
         if score > best["score"]:
@@ -749,7 +846,7 @@ def _fit(
         return {f"val_{k}": r[k] for k in ("top1", "balanced_acc", "group_avg_acc", "few_acc")}
 
     loss.train()
-    objects = [sampler] if method.sampler == "flex" else []
+    objects = [sampler] if mopts["sampler"] == "flex" else []
     if getattr(loss, "stateful", False):  # e.g. center_loss's centres: part of an exact resume
         objects.append(loss)
     result = train(

@@ -8,7 +8,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 from huggingface_hub import ModelCard
-from safetensors.torch import load_file
 
 from hubtools.errors import ConfigError
 from hubtools.longtail.cli import longtail_group
@@ -78,7 +77,7 @@ def test_erm_artifact_card_and_reload(tiny_set, erm_model):
     assert {
         "config.json",
         "model.safetensors",
-        "head.safetensors",
+        "preprocessor_config.json",
         "longtail.json",
         "metrics.json",
         "README.md",
@@ -108,12 +107,12 @@ def test_erm_artifact_card_and_reload(tiny_set, erm_model):
 @pytest.mark.parametrize("method", ["crt", "lws"])
 def test_stage2_freezes_encoder_and_trains_head(tiny_set, erm_model, tmp_path, method):
     out = train_longtail(config(tiny_set, tmp_path, method, stage1=erm_model))
-    before = load_file(erm_model / "model.safetensors")
-    after = load_file(out / "model.safetensors")
+    (stage1, _), (stage2, _) = load_model(erm_model), load_model(out)
+    before, after = stage1.backbone.state_dict(), stage2.backbone.state_dict()
     assert before.keys() == after.keys() and any("running_mean" in k for k in before)
     for k in before:  # every encoder weight and BN buffer bit-identical
         assert torch.equal(before[k], after[k]), k
-    head0, head1 = load_file(erm_model / "head.safetensors"), load_file(out / "head.safetensors")
+    head0, head1 = stage1.head.state_dict(), stage2.head.state_dict()
     if method == "lws":
         assert torch.equal(head0["weight"], head1["linear.weight"])
         assert not torch.equal(head1["scales"], torch.ones(3))
@@ -173,7 +172,7 @@ def test_tau_norm_posthoc(tiny_set, erm_model, tmp_path):
     out = train_longtail(config(tiny_set, tmp_path, "tau_norm", stage1=erm_model))
     model, info = load_model(out)
     assert info["classifier"] == "tau_norm" and info["classifier_options"]["tau"] == info["tau"]
-    w = load_file(erm_model / "head.safetensors")["weight"]
+    w = load_model(erm_model)[0].head.weight
     expected = w / w.norm(dim=1, keepdim=True).pow(info["tau"])
     torch.testing.assert_close(model.head.normalized_weight(), expected)
 
@@ -195,3 +194,26 @@ def test_shared_loop_passes_epochs_to_the_sampler(tmp_path):
     cfg = TrainConfig(output_dir=tmp_path, num_epochs=3, batch_size=19)
     train(model, data, loss_fn, cfg, sampler=sampler)
     assert seen == [0, 0, 1, 1, 2, 2]
+
+
+def test_recipe_settings_reach_the_run(tiny_set, tmp_path):
+    """SAM trains 1.8x the recipe's epochs; seql gets the few-group start; augmentation changes the weights."""
+    sam = json.loads((train_longtail(config(tiny_set, tmp_path / "sam", "sam")) / "longtail.json").read_text())
+    assert sam["num_epochs"] == 4  # round(2 * 1.8)
+    seql = json.loads((train_longtail(config(tiny_set, tmp_path / "seql", "seql")) / "longtail.json").read_text())
+    assert seql["method_options"]["medium"] == 2 and seql["augmentation"] == "monica"
+    plain = train_longtail(config(tiny_set, tmp_path / "plain", augmentation="none"))
+    augmented = train_longtail(config(tiny_set, tmp_path / "aug"))
+    a, b = load_model(plain)[0].state_dict(), load_model(augmented)[0].state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    again = train_longtail(config(tiny_set, tmp_path / "aug2"))
+    c = load_model(again)[0].state_dict()
+    assert all(torch.equal(b[k], c[k]) for k in b)  # seeded: the augmentation draws repeat exactly
+
+
+def test_sampler_option_replaces_the_method_sampler(tiny_set, erm_model, tmp_path):
+    folder = train_longtail(
+        config(tiny_set, tmp_path / "crt", "crt", stage1=erm_model, method_options={"sampler": "flex_rs"})
+    )
+    info = json.loads((folder / "longtail.json").read_text())
+    assert info["sampler"] == "flex" and info["resolved_options"]["flex_mode"] == "instance"

@@ -174,17 +174,19 @@ def test_two_processes_train_the_same_model_as_one(fmnist_lt, tmp_path):
         LongTailTrainConfig,
         build_backbone,
         feature_dim,
+        load_model,
         train_longtail,
     )
 
+    # without augmentation: its draws come from each process's own RNG, so 2 processes augment the
+    # images differently from 1 (runs then agree within seed noise, not to 1e-4)
+    plain = {"backbone": TINY_VIT, "augmentation": "none"}
     one = tmp_path / "one"
     train_longtail(
-        load_config(
-            write_config(tmp_path / "one.yaml", str(fmnist_lt), one, backbone=TINY_VIT), LongTailTrainConfig
-        )
+        load_config(write_config(tmp_path / "one.yaml", str(fmnist_lt), one, **plain), LongTailTrainConfig)
     )
     two = tmp_path / "two"
-    cfg = write_config(tmp_path / "two.yaml", str(fmnist_lt), two, backbone=TINY_VIT, batch_size=16)
+    cfg = write_config(tmp_path / "two.yaml", str(fmnist_lt), two, batch_size=16, **plain)
     command = [
         str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
@@ -195,11 +197,11 @@ def test_two_processes_train_the_same_model_as_one(fmnist_lt, tmp_path):
     assert done.returncode == 0, done.stderr[-4000:]
     assert done.stdout.count("saved ") == 1  # only rank 0 writes the model folder and reports it
     a, b = (load_file(d / "model" / "model.safetensors") for d in (one, two))
-    ha, hb = (load_file(d / "model" / "head.safetensors") for d in (one, two))
+    ha, hb = (load_model(d / "model")[0].head.state_dict() for d in (one, two))
     for name in ha:
         torch.testing.assert_close(ha[name], hb[name], rtol=1e-4, atol=1e-5)
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+    for name in a:  # float32 sums in another order: a weight near 0 may move by ~1e-5
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=3e-5)
     torch.manual_seed(1)  # the initial weights, built as train_longtail builds them
     backbone = build_backbone(BackboneSpec(**TINY_VIT))
     init = get_classifier("linear", feature_dim(backbone, 16), 4).state_dict()

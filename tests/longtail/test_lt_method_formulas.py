@@ -72,12 +72,12 @@ def test_registry_groups_and_every_spec_method_is_registered():
 
 
 def test_method_options_defaults_and_errors():
-    assert method_options("mixup") == {"mixup_alpha": 1.0}
-    assert method_options("mislas") == {"shift_bn": True}
-    assert method_options("flex_rs", flex_mode="class") == {"flex_mode": "class"}
+    assert method_options("mixup") == {"mixup_alpha": 1.0, "sampler": "instance"}
+    assert method_options("mislas") == {"shift_bn": True, "sampler": "class_balanced"}
+    assert method_options("flex_rs", flex_mode="class") == {"flex_mode": "class", "sampler": "flex"}
     assert method_options("sam", num_epochs=3)["scheduler"] == "cosine"
     assert isinstance(get_loss("mixup", COUNTS, mixup_alpha=0.5), L.CrossEntropy)
-    with pytest.raises(ConfigError, match=r"'mixup' takes no option rho; its options: \['mixup_alpha'\]"):
+    with pytest.raises(ConfigError, match=r"'mixup' takes no option rho; its options: \['mixup_alpha', 'sampler'\]"):
         method_options("mixup", rho=0.1)
     with pytest.raises(ConfigError, match="needs num_epochs"):
         get_loss("ride", COUNTS)
@@ -178,8 +178,8 @@ def test_range_loss_against_formula():
     inter = max(0.0, 0.1 - d2)  # far apart: 0
     loss = L.RangeLoss([3, 2, 1])
     got = float(loss(tt(z), tt(y, torch.int64), features=tt(f)))
-    assert got == pytest.approx(np_ce(z, y) + 0.5 * intra + 0.5 * inter, rel=1e-5)
-    close = L.RangeLoss([3, 2, 1], margin=100.0)  # the inter term is active
+    assert got == pytest.approx(np_ce(z, y) + 0.001 * (0.5 * intra + 0.5 * inter), rel=1e-5)  # lambda_R 0.001
+    close = L.RangeLoss([3, 2, 1], margin=100.0, lambda_r=1.0)  # the inter term is active
     got = float(close(tt(z), tt(y, torch.int64), features=tt(f)))
     assert got == pytest.approx(np_ce(z, y) + 0.5 * intra + 0.5 * (100 - d2), rel=1e-5)
     legacy = L.RangeLoss([3, 2, 1], legacy=True)  # the anchor: range term on the logits, no CE

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from hubtools.errors import ConfigError
 from hubtools.longtail.methods import METHODS
 from hubtools.longtail.splits import LTProfile
-from hubtools.longtail.trainer import LongTailTrainConfig, evaluate_model, train_longtail
+from hubtools.longtail.trainer import LongTailTrainConfig, evaluate_model, load_model, train_longtail
 
 torch.set_num_threads(1)
 
@@ -103,7 +103,7 @@ def test_every_method_trains_saves_and_reloads(runs, tiny_set, method):
 
 
 def _encoder_diff(before: Path, after: Path) -> set[str]:
-    a, b = load_file(before / "model.safetensors"), load_file(after / "model.safetensors")
+    a, b = (load_model(folder)[0].backbone.state_dict() for folder in (before, after))
     assert a.keys() == b.keys()
     return {k for k in a if not torch.equal(a[k], b[k])}
 
@@ -113,7 +113,7 @@ def test_second_stages_freeze_every_encoder_tensor(runs, method):
     stage2 = runs(method)
     stage1 = runs(METHODS[method].start_from)
     assert _encoder_diff(stage1, stage2) == set()  # weights and BN buffers bit-identical
-    h1, h2 = load_file(stage1 / "head.safetensors"), load_file(stage2 / "head.safetensors")
+    h1, h2 = (load_model(folder)[0].head.state_dict() for folder in (stage1, stage2))
     assert any(k not in h1 or not torch.equal(h1[k], h2[k]) for k in h2)  # the head changed
 
 
@@ -124,7 +124,7 @@ def test_mislas_shift_bn_moves_only_bn_running_stats(runs, tiny_set, tmp_path):
     assert changed and all(
         k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in changed
     )
-    head0, head1 = load_file(mixup / "head.safetensors"), load_file(shifted / "head.safetensors")
+    head0, head1 = (load_model(folder)[0].head.state_dict() for folder in (mixup, shifted))
     assert not torch.equal(head0["weight"], head1["linear.weight"])  # the copied fc keeps training
     assert not torch.equal(head1["scales"], torch.ones(3))
     plain = train_longtail(
@@ -136,8 +136,9 @@ def test_mislas_shift_bn_moves_only_bn_running_stats(runs, tiny_set, tmp_path):
 def test_experts_checkpoint_holds_a_truncated_trunk(runs):
     folder = runs("sade")
     cfg = json.loads((folder / "config.json").read_text())
-    assert cfg["hidden_sizes"] == [8] and cfg["depths"] == [1]  # shared: first half of the stages
-    head = load_file(folder / "head.safetensors")
+    trunk = cfg["encoder_config"]
+    assert trunk["hidden_sizes"] == [8] and trunk["depths"] == [1]  # shared: first half of the stages
+    head = load_model(folder)[0].head.state_dict()
     assert sum(k.endswith("classifiers.0.weight") or k == "classifiers.0.weight" for k in head) == 1
     assert {k.split(".")[1] for k in head if k.startswith("branches.")} == {"0", "1", "2"}
 
@@ -195,8 +196,9 @@ def test_shipped_configs_validate():
 
 def test_rsg_is_training_only(runs):
     rsg, erm = runs("rsg"), runs("erm")
-    assert load_file(rsg / "model.safetensors").keys() == load_file(erm / "model.safetensors").keys()
-    assert set(load_file(rsg / "head.safetensors")) == {"weight"}  # the cosine head, no RSG tensors
+    saved = {k for k in load_file(rsg / "model.safetensors") if not k.startswith("head.")}
+    assert saved == {k for k in load_file(erm / "model.safetensors") if not k.startswith("head.")}
+    assert set(load_model(rsg)[0].head.state_dict()) == {"weight"}  # the cosine head, no RSG tensors
 
 
 def test_bbn_with_separate_last_stages(tiny_set, tmp_path):
@@ -205,10 +207,10 @@ def test_bbn_with_separate_last_stages(tiny_set, tmp_path):
     )
     info = json.loads((out / "longtail.json").read_text())
     assert info["classifier"] == "bbn_separate" and info["classifier_options"]["split"] == 1
-    assert json.loads((out / "config.json").read_text())["hidden_sizes"] == [
+    assert json.loads((out / "config.json").read_text())["encoder_config"]["hidden_sizes"] == [
         8
     ]  # trunk without the last stage
-    head = load_file(out / "head.safetensors")
+    head = load_model(out)[0].head.state_dict()
     assert {k.split(".")[1] for k in head if k.startswith("branches.")} == {"0", "1"}
     assert head["linear.weight"].shape == (3, 32)  # W on [f_u || f_r], 16 features each
     metrics = json.loads((out / "metrics.json").read_text())["test"]
