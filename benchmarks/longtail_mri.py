@@ -5,21 +5,23 @@ Every method of the registry (``hubtools.longtail.methods.METHODS``) trains the 
 ResNet (transformers ``ResNetConfig``) through ``hubtools.longtail.trainer`` under MONICA's recipe
 (``--recipe monica``: its crop / flip / rotation / colour-jitter augmentation, Adam without weight
 decay, no schedule) scaled to what 2 CPU cores can run: images resized to ``--image-size`` 16,
-``--epochs`` 4, batch 128, lr 1e-3 and no ImageNet weights. The recipe's flips are switched off
+``--epochs`` 12, batch 128, lr 1e-3 and no ImageNet weights. The recipe's flips are switched off
 where they change the label: both on the MRI patches (the AAL regions come in left/right pairs, and
 a mirrored patch of one looks like its twin), the vertical flip on Fashion-MNIST (upright garments). Methods whose papers train longer say so
 in the registry (SAM: 1.8x the epochs). Second-stage and post-hoc methods start from the run their
 registry entry names (``start_from``: erm, crt, mixup, ...) of the same seed and train the same
 epochs on the frozen encoder, as in MONICA. A control row, ``erm_no_aug``, is ERM without the
 augmentation. Methods that need a user option (``weighted_ce`` needs its weights) are skipped and
-listed. The verdict flags a "budget insufficient" baseline (ERM's validation balanced accuracy not
-within 5 % over its last 3 epochs), methods identical to ERM on every seed (no-ops) and methods
-below half of ERM's balanced accuracy. Writes ``benchmarks/results/longtail_{mri,fmnist}.{json,md,png}`` through the shared harness
+listed. The verdict flags a "budget insufficient" baseline (ERM's validation balanced accuracy, mean
+over seeds and 3-epoch moving average, not within 5 % over its last 3 values), methods identical to
+ERM on every seed (no-ops) and methods below half of ERM's balanced accuracy. 12 epochs: at 4 the
+augmented ERM was still climbing (Fashion-MNIST-LT validation 45 -> 53 -> 53 -> 59 %); over 20
+epochs it levels off from about epoch 8 at 65-72 %. Writes ``benchmarks/results/longtail_{mri,fmnist}.{json,md,png}`` through the shared harness
 (:mod:`hubtools.bench`): the MONICA-style table (many/medium/few, group average, balanced accuracy,
 top-1, mean ± sample sd over seeds), every method's paired difference from ERM with a bootstrap 95 %
 CI, and per-class accuracy against class frequency.
 
-    python benchmarks/longtail_mri.py --dataset mri    [--epochs 4] [--image-size 16] [--seeds 1 2 3] [--methods erm rs ...]
+    python benchmarks/longtail_mri.py --dataset mri    [--epochs 12] [--image-size 16] [--seeds 1 2 3] [--methods erm rs ...]
     python benchmarks/longtail_mri.py --dataset fmnist
     python benchmarks/longtail_mri.py --smoke          # erm, balanced_softmax, crt; 1 epoch; MRI: 20 of the 116 classes
     python benchmarks/longtail_mri.py --dataset fmnist --seeds 1 2 --reuse   # reuses identical finished runs
@@ -238,6 +240,15 @@ def erm_curve(runner: Runner, seeds: list[int]) -> list[float]:
     return np.mean([c[:n] for c in curves], axis=0).round(3).tolist() if n else []
 
 
+def smoothed(curve: list[float], width: int = 3) -> list[float]:
+    """Moving average over ``width`` epochs: with a constant learning rate the per-epoch validation
+    accuracy of a converged model still swings by several points, which the plateau rule would read as
+    "still changing"; the average of neighbouring epochs separates a trend from that noise."""
+    if len(curve) < width:
+        return []
+    return np.convolve(curve, np.ones(width) / width, mode="valid").round(3).tolist()
+
+
 def verdict(
     runs: list[Run], methods: list[str], dataset: str, curve: list[float] | None = None
 ) -> tuple[str, str, dict]:
@@ -256,26 +267,36 @@ def verdict(
             d = paired_by_seed(values_by_seed(runs, m, k), values_by_seed(runs, "erm", k))
             g[k] = d.as_dict() if d else None
         gains[m] = g
-    if not gains:
+    compared = [m for m in gains if m not in CONTROLS]  # a control row is never "the best method"
+    if not compared:
         return "only ERM ran", "only ERM ran: no comparison.", {"gains_over_erm": gains}
-    best = max(gains, key=lambda m: gains[m]["balanced_acc"]["mean"] if gains[m]["balanced_acc"] else -1e9)
+    best = max(compared, key=lambda m: gains[m]["balanced_acc"]["mean"] if gains[m]["balanced_acc"] else -1e9)
     b, f = gains[best]["balanced_acc"], gains[best]["few_acc"]
     headline = (f"best balanced accuracy: {best}, {b['mean']:+.1f} points over ERM "
                 f"(few-shot {f['mean']:+.1f}; {b['n']} paired seed(s))")
-    judged = [m for m, g in gains.items() if g["balanced_acc"] and g["balanced_acc"]["clear"] is not None]
+    judged = [m for m in compared if gains[m]["balanced_acc"] and gains[m]["balanced_acc"]["clear"] is not None]
     if not judged:
         text = headline + ". One seed only: no method is judged against seed noise."
         return headline, text, {"gains_over_erm": gains}
     clear = [m for m in judged if all(gains[m][k]["clear"] and gains[m][k]["mean"] > 0
                                       for k in ("balanced_acc", "few_acc"))]
     below = [m for m in judged if gains[m]["balanced_acc"]["clear"] and gains[m]["balanced_acc"]["mean"] < 0]
-    noop = [m for m, g in gains.items() if g["balanced_acc"] and g["balanced_acc"]["identical"]]
+    noop = [m for m in compared if gains[m]["balanced_acc"] and gains[m]["balanced_acc"]["identical"]]
     text = headline + ". "
-    budget = budget_verdict(curve) if curve else None
+    for arm in (a for a in gains if a in CONTROLS):
+        d = gains[arm]["balanced_acc"]
+        text += (f"Control {arm} (ERM without the recipe's augmentation): {d['mean']:+.1f} balanced-accuracy "
+                 f"points over ERM, 95 % CI [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}]. ")
+    trend = smoothed(curve or [])
+    budget = budget_verdict(trend) if curve else None
     if budget:
-        text += f"{budget[0].upper()}{budget[1:]} (ERM validation balanced accuracy by epoch: {curve}). "
+        text += (f"{budget[0].upper()}{budget[1:]} (ERM validation balanced accuracy by epoch, mean over seeds: "
+                 f"{curve}; 3-epoch moving average {trend}). ")
+    elif curve:
+        text += (f"ERM's validation balanced accuracy (mean over seeds, 3-epoch moving average) plateaued: its "
+                 f"last 3 values {trend[-3:]} lie within 5 %. ")
     erm_bal = np.mean(values_by_seed(runs, "erm", "balanced_acc") or [np.nan])
-    collapsed = [m for m in gains
+    collapsed = [m for m in compared
                  if np.mean(values_by_seed(runs, m, "balanced_acc") or [np.nan]) < 0.5 * erm_bal]
     if clear:
         text += (f"Above ERM on both balanced and few-shot accuracy with the paired 95 % CI excluding zero "
@@ -293,7 +314,7 @@ def verdict(
         ) + ". "
     else:
         text += "No method is below half of ERM's balanced accuracy. "
-    checks = {"budget": budget, "erm_val_curve": curve, "below_half": collapsed,
+    checks = {"budget": budget, "erm_val_curve": curve, "erm_val_trend": trend, "below_half": collapsed,
               "below_half_unexplained": unexplained, "noop": noop}
     return headline, text.strip(), {"gains_over_erm": gains, "checks": checks}
 
@@ -379,7 +400,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser = bench.parser(__doc__)
     parser.add_argument("--dataset", choices=sorted(BUILDS), default="mri")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument(
         "--methods", nargs="+", default=list(METHODS) + list(CONTROLS),
         help="default: every registered method and the control " + ", ".join(CONTROLS),
