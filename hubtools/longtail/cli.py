@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from hubtools.config import StrictModel, config_option
-from hubtools.errors import HubtoolsError
+from hubtools.errors import ConfigError, HubtoolsError
 
 
 @click.group("longtail")
@@ -36,6 +36,7 @@ class BuildConfig(StrictModel):
     num_proc: int | None = None
     push_to_hub: str | None = None
     private: bool | None = None
+    lesion_disjoint: bool | None = None
 
 
 def default_num_proc(builder: object) -> int:
@@ -93,6 +94,11 @@ def default_num_proc(builder: object) -> int:
     default=None,
     help="Repo visibility (default: private for non-commercial sources and CheXpert).",
 )
+@click.option(
+    "--lesion-disjoint/--no-lesion-disjoint",
+    default=None,
+    help="isic2019: keep every lesion_id in one split (default), or draw image by image as MONICA did.",
+)
 @config_option(BuildConfig)
 def build_command(
     name: str,
@@ -105,6 +111,7 @@ def build_command(
     num_proc: int | None,
     push_to_hub: str | None,
     private: bool | None,
+    lesion_disjoint: bool | None,
 ) -> None:
     """Build long-tailed dataset NAME from raw files, print its class counts, save it, optionally push it.
 
@@ -114,8 +121,13 @@ def build_command(
     from hubtools.longtail.datasets import counts_table, make_builder, prepare, publish, save_build
 
     try:
+        extra = {}
+        if lesion_disjoint is not None:
+            if name != "isic2019":
+                raise ConfigError(f"--lesion-disjoint is an isic2019 option, not {name}'s")
+            extra["lesion_disjoint"] = lesion_disjoint
         builder = make_builder(
-            name, source_dir, ratio if ratio is not None else -1, splits_dir, seed, cache_dir
+            name, source_dir, ratio if ratio is not None else -1, splits_dir, seed, cache_dir, **extra
         )
         lt = builder.plan().profile
         cfg = builder.config.name

@@ -71,7 +71,7 @@ class AnnotationError(SourceError):
 
 
 class SplitMismatchError(SourceError):
-    """Anchor split lists name unknown images, or their per-class counts differ from the spec."""
+    """Anchor split lists name unknown images, or their per-class counts differ from MONICA's published ones."""
 
 
 class UnknownDatasetError(HubtoolsError, KeyError):
@@ -94,7 +94,7 @@ class LongTailConfig(datasets.BuilderConfig):
     the natural train distribution (so does 0: ``datasets`` ignores None overrides, pass 0 or ``()``
     to switch a default off). ``head``/``medium`` are the group cut-offs (None: the
     many > 100 / few < 20 convention on the train counts). ``expected_train_counts`` are the
-    spec's per-class counts; a build that draws other counts fails.
+    per-class counts of MONICA's split files; a build that draws other counts fails.
     """
 
     ratio: float | None = 100
@@ -435,7 +435,7 @@ class LongTailBuilder(datasets.GeneratorBasedBuilder):
                 split_idx = draw_splits(labels, train, val, test, seed=cfg.seed)
             else:
                 # Whole groups may not add up to a quota: take what fits and say so. A natural
-                # train set takes every group left over; a spec config's train counts are still
+                # train set takes every group left over; a MONICA config's train counts are still
                 # checked below, so a short ISIC train split fails there.
                 quotas = {"validation": [val] * len(names), "test": [test] * len(names)}
                 if cfg.ratio:
@@ -481,7 +481,7 @@ class LongTailBuilder(datasets.GeneratorBasedBuilder):
         train_counts = np.bincount([r.label for r in splits.get("train", [])], minlength=len(names)).tolist()
         if cfg.expected_train_counts and tuple(train_counts) != tuple(cfg.expected_train_counts):
             raise SplitMismatchError(
-                f"{self.data_dir}: drawn train counts {train_counts} differ from the spec's "
+                f"{self.data_dir}: drawn train counts {train_counts} differ from MONICA's "
                 f"{list(cfg.expected_train_counts)} for config {cfg.name}"
             )
         head, medium = (cfg.head, cfg.medium) if cfg.head is not None else groups_by_threshold(train_counts)
@@ -728,7 +728,7 @@ def build(
     num_proc: int | None = None,
     **config_kwargs: Any,
 ) -> tuple[datasets.DatasetDict, LTProfile]:
-    """Build the long-tailed DatasetDict of ``name`` from raw files in ``source_dir`` (spec API).
+    """Build the long-tailed DatasetDict of ``name`` from raw files in ``source_dir``.
 
     The builder's Arrow cache (``cache_dir``, default the datasets cache) is keyed by the
     config and a fingerprint of the source files, so re-running after an interruption or

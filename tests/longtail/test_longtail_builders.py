@@ -118,7 +118,7 @@ def test_isic_bad_inputs_name_file_and_row(tmp_path):
 
 
 def test_expected_counts_are_enforced(tmp_path, isic_dir):
-    with pytest.raises(SplitMismatchError, match=r"differ from the spec's \[9, 9"):
+    with pytest.raises(SplitMismatchError, match=r"differ from MONICA's \[9, 9"):
         build(
             "isic2019",
             isic_dir,

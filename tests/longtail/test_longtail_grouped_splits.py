@@ -333,3 +333,26 @@ def test_sheet_builder_group_id_makes_fractions_patient_disjoint(tmp_path):
         assert not patients["validation"] & patients["test"]
         assert builder.plan().profile.disjoint_by == "patient"
         assert sum(d.num_rows for d in ds.values()) == 60  # natural ratio: every patient used, whole
+
+
+def test_build_cli_passes_lesion_disjoint_to_isic_only(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import hubtools.longtail.datasets as lt_datasets
+    from hubtools.errors import HubtoolsError
+    from hubtools.longtail.cli import longtail_group
+
+    seen = {}
+
+    def fake_make_builder(name, *args, **kwargs):
+        seen.update(name=name, **kwargs)
+        raise HubtoolsError("stop here")
+
+    monkeypatch.setattr(lt_datasets, "make_builder", fake_make_builder)
+    res = CliRunner().invoke(
+        longtail_group, ["build", "isic2019", "--source-dir", str(tmp_path), "--no-lesion-disjoint"]
+    )
+    assert res.exit_code == 1 and "stop here" in res.output
+    assert seen == {"name": "isic2019", "lesion_disjoint": False}
+    res = CliRunner().invoke(longtail_group, ["build", "mri_patches", "--lesion-disjoint"])
+    assert res.exit_code == 1 and "--lesion-disjoint is an isic2019 option, not mri_patches's" in res.output
