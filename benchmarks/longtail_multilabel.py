@@ -27,20 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from longtail_mri import BACKBONE, smoothed  # the single-label benchmark's model and plateau smoothing
 
-from hubtools.bench import Benchmark, Run, arms_table, paired_by_seed, values_by_seed
+from hubtools.bench import Benchmark, Run, arms_table, budget_verdict, paired_by_seed, values_by_seed
 
 LOSSES = ["bce", "asl", "distribution_balanced"]
 BASELINE = "bce"
-BACKBONE = {
-    "model_type": "resnet",
-    "options": {
-        "embedding_size": 16,
-        "hidden_sizes": [16, 32, 64],
-        "depths": [1, 1, 1],
-        "layer_type": "basic",
-    },
-}
 DATA_OPTIONS = {"patch_size": 32, "stride": 8, "slice_step": 8, "axis": 2, "min_fraction": 0.05}
 BATCH_SIZE, LR = 64, 1e-3
 KEYS = ["map", "many_map", "medium_map", "few_map", "micro_f1", "macro_f1", "macro_auroc"]
@@ -97,11 +89,24 @@ def run_arm(bench: Benchmark, dataset: Path, loss: str, seed: int, args) -> dict
     return record
 
 
-def verdict(runs: list[Run], losses: list[str]) -> tuple[str, str, dict]:
+def bce_curve(folders: list[Path]) -> list[float]:
+    """BCE's validation mAP after each epoch, mean over the seeds' runs."""
+    curves = []
+    for folder in folders:
+        rows = [
+            json.loads(x) for x in (folder.parent / "metrics.jsonl").read_text().splitlines() if x.strip()
+        ]
+        curves.append([r["val_map"] for r in rows if "val_map" in r])
+    n = min((len(c) for c in curves), default=0)
+    return np.mean([c[:n] for c in curves], axis=0).round(3).tolist() if n else []
+
+
+def verdict(runs: list[Run], losses: list[str], curve: list[float] | None = None) -> tuple[str, str, dict]:
     """Headline, verdict and each loss's paired gain over BCE in mAP and few-group mAP.
 
     A loss is *clearly* better than BCE when the bootstrap 95 % CI of its paired gain excludes zero
-    on both mAP and few-group mAP; with one seed nothing is judged.
+    on both mAP and few-group mAP; with one seed nothing is judged. ``curve`` is BCE's validation mAP
+    by epoch: when its 3-epoch moving average has not plateaued the verdict says "budget insufficient".
     """
     gains = {}
     for loss in losses:
@@ -130,6 +135,18 @@ def verdict(runs: list[Run], losses: list[str]) -> tuple[str, str, dict]:
             parts.append(f"{m} is not separable from BCE on both mAP and few-group mAP at this budget")
         if g["map"]["identical"]:
             parts.append(f"{m} is identical to BCE on every seed (a no-op, a bug to look at)")
+    trend = smoothed(curve or [])
+    budget = budget_verdict(trend) if curve else None
+    if budget:
+        parts.insert(
+            0,
+            f"{budget} (BCE validation mAP by epoch, mean over seeds, 3-epoch moving average: "
+            f"{trend[-5:]} at the end)",
+        )
+    elif curve:
+        parts.insert(
+            0, f"BCE's validation mAP plateaued (3-epoch moving average, last 3 within 5 %: {trend[-3:]})"
+        )
     return headline, headline + ". " + "; ".join(parts) + ".", gains
 
 
@@ -144,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
             "hubtools/train",
             "hubtools/data/mri_multilabel.py",
             "hubtools/data/mri_patches.py",
+            "benchmarks/longtail_mri.py",
         ],
         default_seeds=[1, 2, 3],
     )
@@ -161,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     losses = [BASELINE] + [m for m in args.losses if m != BASELINE]
     runs: list[Run] = []
     per_label: dict[str, list[list[float]]] = {m: [] for m in losses}
+    bce_runs: list[str] = []
     for seed in args.seeds:
         for loss in losses:
             record = run_arm(bench, dataset, loss, seed, args)
@@ -174,7 +193,10 @@ def main(argv: list[str] | None = None) -> None:
                 )
             )
             per_label[loss].append(test["per_class_ap"])
-    headline, text, gains = verdict(runs, losses)
+            if loss == BASELINE:
+                bce_runs.append(record["folder"])
+    bce_folders = [Path(r) for r in bce_runs]
+    headline, text, gains = verdict(runs, losses, bce_curve(bce_folders))
     table = arms_table(
         runs,
         KEYS,

@@ -212,7 +212,7 @@ def test_hyperkvasir_tree(tmp_path):
 # --------------------------------------------------------------------------- MedMNIST+
 
 
-MEDMNIST = {  # flag -> (channels, LT -> original order from the spec)
+MEDMNIST = {  # flag -> (channels, LT -> original order of MONICA's lists)
     "pathmnist": (3, (8, 5, 3, 2, 1, 7, 0, 4, 6)),
     "dermamnist": (3, (5, 4, 2, 1, 0, 6, 3)),
     "bloodmnist": (3, (6, 1, 3, 7, 2, 5, 0, 4)),
@@ -512,7 +512,7 @@ def test_isic_anchor_split_lists(tmp_path, isic_dir):
     assert lt.split_provenance == "monica-lists" and lt.cls_num_list == [1] * 8
     assert sorted(ds["validation"]["source_id"]) == sorted(lists["val"])
     assert sorted(ds["test"]["source_id"]) == sorted(lists["test"])
-    # the spec's counts are checked against the lists
+    # MONICA's published counts are checked against the lists
     with pytest.raises(SplitMismatchError, match=r"drawn train counts \[1, 1, 1, 1, 1, 1, 1, 1\] differ"):
         build("isic2019", isic_dir, splits_dir=splits, cache_dir=tmp_path / "c2")
     np.save(splits / "train_100.npy", np.array(lists["train"] + ["ISIC_7777777.jpg"]))

@@ -236,7 +236,7 @@ def test_isic_lesions_that_cannot_fill_exact_quotas_are_reported(tmp_path, isic_
     ):
         plan = builder.plan()
     assert _shared_lesions(plan) == 0 and "whole groups cannot fill" in plan.profile.notes
-    # the spec-count check still refuses a train split the lesions left short
+    # the published-count check still refuses a train split the lesions left short
     left = [n - 2 for n in (8, 5, 4, 3, 3, 3, 3, 3)]  # ISIC_COUNTS in LT order, less 1 validation + 1 test
     image_by_image = [min(a, 6 if i == 0 else int(6 / 100 ** (i / 7)) + 1) for i, a in enumerate(left)]
     with pytest.warns(UserWarning), pytest.raises(SplitMismatchError, match=r"drawn train counts .* differ"):

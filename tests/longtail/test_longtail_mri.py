@@ -17,7 +17,7 @@ def _load(**kw):
         data_missing(exc)
 
 
-def test_spec_grid_gives_the_offline_data_figures():
+def test_default_grid_gives_the_documented_offline_data_figures():
     # offline_data.md: ~23k patches, 116 classes, head 652 / tail 8 (a 4-voxel 3D grid).
     m = _load(stride=4, slices=slice(None, None, 4))
     counts = m.class_counts

@@ -14,7 +14,7 @@ from hubtools.longtail.splits import (
     stratified_holdout,
 )
 
-# Train counts of the anchor's split files (spec longtail.md 2.1-2.2).
+# Train counts of the anchor's (MONICA's) split files.
 SPEC_ROUND = {
     "nct_100": (10000, 9, 100, [10000, 5623, 3162, 1778, 1000, 562, 316, 178, 100]),
     "nct_200": (10000, 9, 200, [10000, 5157, 2659, 1371, 707, 365, 188, 97, 50]),

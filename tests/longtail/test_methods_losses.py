@@ -1,4 +1,4 @@
-"""Each long-tail loss against a NumPy computation of the spec's formula (longtail.md 2.4) on hand-built inputs."""
+"""Each long-tail loss against a NumPy computation of its paper's formula on hand-built inputs."""
 
 import math
 import warnings
