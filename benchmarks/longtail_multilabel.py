@@ -120,7 +120,11 @@ def verdict(runs: list[Run], losses: list[str], curve: list[float] | None = None
         return "only BCE ran", "only BCE ran: no comparison.", gains
     best = max(gains, key=lambda m: gains[m]["map"]["mean"] if gains[m]["map"] else -1e9)
     b, f = gains[best]["map"], gains[best]["few_map"]
-    headline = f"best mAP: {best}, {b['mean']:+.1f} points over BCE (few-group mAP {f['mean']:+.1f}; {b['n']} paired seed(s))"
+    lead = "best mAP" if b["mean"] > 0 else "no loss above BCE in mAP; closest"
+    headline = (
+        f"{lead}: {best}, {b['mean']:+.1f} points against BCE (few-group mAP {f['mean']:+.1f}; "
+        f"{b['n']} paired seed(s))"
+    )
     judged = [m for m, g in gains.items() if g["map"] and g["map"]["clear"] is not None]
     if not judged:
         return headline, headline + ". One seed only: no loss is judged against seed noise.", gains
