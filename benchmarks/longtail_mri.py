@@ -295,9 +295,11 @@ def verdict(
     elif curve:
         text += (f"ERM's validation balanced accuracy (mean over seeds, 3-epoch moving average) plateaued: its "
                  f"last 3 values {trend[-3:]} lie within 5 %. ")
-    erm_bal = np.mean(values_by_seed(runs, "erm", "balanced_acc") or [np.nan])
-    collapsed = [m for m in compared
-                 if np.mean(values_by_seed(runs, m, "balanced_acc") or [np.nan]) < 0.5 * erm_bal]
+    def mean_balanced(arm: str) -> float:
+        values = list(values_by_seed(runs, arm, "balanced_acc").values())
+        return float(np.mean(values)) if values else float("nan")
+
+    collapsed = [m for m in compared if mean_balanced(m) < 0.5 * mean_balanced("erm")]
     if clear:
         text += (f"Above ERM on both balanced and few-shot accuracy with the paired 95 % CI excluding zero "
                  f"on {dataset} ({len(clear)} of {len(judged)}): {', '.join(clear)}. ")
