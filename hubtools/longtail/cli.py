@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -160,6 +162,28 @@ def profile_command(n_max: int, classes: int, ratio: float, rounding: str) -> No
     click.echo(f"total {sum(counts)}")
 
 
+def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The run flags ``train`` and ``train-multilabel`` share (their configs have the same field names)."""
+    for option in reversed(
+        [
+            click.option(
+                "--output",
+                "output_dir",
+                type=click.Path(file_okay=False, path_type=Path),
+                default=None,
+                help="Run folder; the model is written to OUTPUT/model.",
+            ),
+            click.option("--epochs", "num_epochs", type=int, default=None),
+            click.option("--batch-size", type=int, default=None),
+            click.option("--lr", type=float, default=None),
+            click.option("--image-size", type=int, default=None),
+            click.option("--seed", type=int, default=None),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
 @longtail_group.command("train")
 @click.argument("config_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -182,13 +206,6 @@ def profile_command(n_max: int, classes: int, ratio: float, rounding: str) -> No
     help="Local pretrained transformers backbone folder (default: the YAML's, else a random ResNet).",
 )
 @click.option(
-    "--output",
-    "output_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Run folder; the model is written to OUTPUT/model.",
-)
-@click.option(
     "--recipe",
     default=None,
     help="Named training recipe (hubtools.longtail.recipes): monica (MONICA's 224 px, 50 epochs, Adam 3e-4, "
@@ -201,11 +218,7 @@ def profile_command(n_max: int, classes: int, ratio: float, rounding: str) -> No
     default=None,
     help="Train-time augmentation (default: the recipe's, else monica).",
 )
-@click.option("--epochs", "num_epochs", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--lr", type=float, default=None)
-@click.option("--image-size", type=int, default=None)
-@click.option("--seed", type=int, default=None)
+@run_options
 def train_command(config_file: Path | None, **flags: object) -> None:
     """Train a long-tail method; CONFIG_FILE is a YAML of LongTailTrainConfig (flags given win)."""
     from hubtools.config import settings_from
@@ -309,18 +322,7 @@ def convert_resnet50_command(checkpoint: Path, out: Path) -> None:
     "--config", "config", default=None, help="Dataset config of a Hub repo (e.g. chexpert_multilabel)."
 )
 @click.option("--loss", default=None, help="bce, asl or distribution_balanced (default bce).")
-@click.option(
-    "--output",
-    "output_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Run folder; the model is written to OUTPUT/model.",
-)
-@click.option("--epochs", "num_epochs", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--lr", type=float, default=None)
-@click.option("--image-size", type=int, default=None)
-@click.option("--seed", type=int, default=None)
+@run_options
 def train_multilabel_command(config_file: Path | None, **flags: object) -> None:
     """Train a multi-label long-tail loss; CONFIG_FILE is a YAML of MultiLabelTrainConfig (flags given win)."""
     from hubtools.config import settings_from

@@ -25,7 +25,7 @@ def unit(x):
 
 
 def brute_force_gains(x, k, dup_eps=None):
-    """Row by row, the spec's definition: mean 1-cos to the k' nearest kept rows, then insert."""
+    """Row by row, InfoGrowth's definition: mean 1-cos to the k' nearest kept rows, then insert."""
     x = unit(x)
     kept, gains, dups = [], [], []
     for i in range(len(x)):

@@ -1,5 +1,5 @@
-"""SpeeD sampler: probabilities, pivot and weights against an independent computation of the spec's
-formulas and the numbers the spec quotes; empirical frequencies; the loss; bad input."""
+"""SpeeD sampler: probabilities, pivot and weights against an independent computation of the paper's
+formulas and the numbers it quotes; empirical frequencies; the loss; bad input."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ T = 1000
 LINEAR = np.linspace(1e-4, 0.02, T)
 
 
-# --- an independent, loop-based reading of spec section 2 -------------------------------------------
+# --- an independent, loop-based reading of the paper's sampler and weighting -------------------------------------------
 
 
 def ref_alphas_cumprod(betas):

@@ -2,7 +2,7 @@
 it can be stopped with a signal (SIGTERM, SIGKILL) and restarted on the same data dir.
 
 Clients of such a server must pass ``endpoint=`` explicitly: ``HF_ENDPOINT`` was
-captured at import time and points at the session hub (spec section 2.2).
+captured at import time and points at the session hub.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from huggingface_hub.hf_api import RepoFile
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# Known answers, computed in Python and checked with `git hash-object` (spec section 4).
+# Known answers, computed in Python and checked with `git hash-object`.
 EMPTY_GIT_SHA1 = "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
 HELLO_GIT_SHA1 = "ce013625030ba8dba906f756967f9e9ca394464a"
 ZEROS_1MIB_SHA256 = "30e14955ebf1352266dc2ff8067e68104607e750abb9d3b36582b8af909fcb58"

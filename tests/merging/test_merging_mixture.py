@@ -159,7 +159,7 @@ def test_ffn_identical_experts_reproduce_dense_via_mergekit_moe(zoo, tmp_path):
     assert mix.config.num_local_experts == 2 and mix.config.num_experts_per_tok == 1
     texts = HELD_OUT[0][:3] + HELD_OUT[1][:3]
     diff = (logits(mix, texts) - logits(load(zoo["dense"]), texts)).abs().max()
-    assert diff < 1e-4, diff  # the spec's guard against silent expert mis-merges in mergekit-moe
+    assert diff < 1e-4, diff  # the guard against silent expert mis-merges in mergekit-moe
     assert (out / "mergekit_moe_config.yml").is_file() and (out / "tokenizer.json").is_file()
 
 

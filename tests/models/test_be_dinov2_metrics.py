@@ -1,4 +1,4 @@
-"""Every downstream metric against scikit-learn on random labels/scores, plus the spec's hand case."""
+"""Every downstream metric against scikit-learn on random labels/scores, plus a hand-computed case."""
 
 from __future__ import annotations
 
