@@ -45,7 +45,7 @@ from huggingface_hub.hf_api import RepoFile, RepoFolder
 SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
 MiB = 2**20
 
-# Known answers (spec section 4, checked with `git hash-object`).
+# Known answers, checked with `git hash-object`.
 EMPTY_BLOB_SHA1 = "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
 HELLO_BLOB_SHA1 = "ce013625030ba8dba906f756967f9e9ca394464a"
 ZEROS_1MIB_SHA256 = "30e14955ebf1352266dc2ff8067e68104607e750abb9d3b36582b8af909fcb58"
@@ -173,7 +173,7 @@ def folder_files() -> dict[str, bytes]:
 FOLDER_LFS = {"weights.bin", "big.txt"}
 
 
-# The file set of the listing tests (round trip 3), with the spec's known answers.
+# The file set of the listing tests (round trip 3), with its known answers (git hash-object).
 def listing_files() -> dict[str, bytes]:
     return {
         "config.json": b'{"hidden_size": 32}\n',
