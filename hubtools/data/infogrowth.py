@@ -1,17 +1,20 @@
 """InfoGrowth: online cleaning and information-gain selection for growing datasets.
 
-Reference: "Dataset Growth" (Qin et al., ECCV 2024); spec: ``shared/specs/infogrowth.md``.
+Reference: "Dataset Growth" (Qin et al., ECCV 2024).
 A curator takes batches as they arrive, and for every row
 
 1. **cleans** it: the row's content must agree with its condition (image-text: cosine of
-   the two embeddings; image-label: the labelled class prototype must be the nearest, the
-   ``margin`` score). A disagreeing row goes to a repair hook (recaption / relabel) or is
-   dropped;
+   the two embeddings; image-label: by default a linear probe fit on the trusted seed set must
+   give the labelled class a probability above δ, and δ is chosen so that a target share of
+   clean rows (``clean_loss``, 5 %) would be lost, estimated by cross-validation on the seed
+   set). A disagreeing row goes to a repair hook (recaption / relabel) or is dropped;
 2. **scores its information gain**: the mean distance ``1 - cos`` to its k nearest rows
    already kept, read from an ANN index, *then* inserts it. Gains are never recomputed,
    so they record how new the row was when it arrived. A row closer than ``dup_eps`` to a
    kept row is a ``duplicate``: gain 0, not inserted (the k-mean alone does not suppress
-   copies, spec 2.3);
+   copies: a later copy still averages its distance 0 with k-1 ordinary distances).
+   Optionally (``entropy_gain=True``) a label-entropy gain 1 - p̂ joins it, p̂ being the share
+   of those neighbours that carry the row's label;
 3. leaves the choice to **selection / sampling** by normalised gain: a static subset
    (:func:`select`) or per-epoch samplers (:class:`GainSampler`, :class:`TwoPhaseGainSampler`).
 
@@ -133,6 +136,10 @@ class KnnIndex:
         d[ids < 0] = np.inf
         return d, ids
 
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of rows ``ids`` (float32 [len(ids), D])."""
+        return self.index.reconstruct_batch(np.ascontiguousarray(ids, dtype=np.int64))
+
     def add(self, x: np.ndarray) -> None:
         if len(x):
             with _faiss_threads(self.add_threads):
@@ -227,15 +234,35 @@ def normalize_gains(gains: np.ndarray, kept: np.ndarray | None = None, q: float 
 
 
 class InfoGrowth:
-    """The online curator (spec 2.2-2.3). Seed it with :meth:`fit_seed`, then feed batches.
+    """The online curator. Seed it with :meth:`fit_seed`, then feed batches.
 
     Columns: ``emb_column`` holds the image (content) embedding; ``label_column`` the class
     label (``mode="image-label"``) or ``text_emb_column`` the caption embedding
     (``mode="image-text"``). ``embed_fn(batch) -> {column: float32[B, D]}`` is applied to
     every batch first when given (its time is counted separately, ``stats["embed_seconds"]``).
 
-    Repair hooks: ``relabel=True`` moves a disagreeing row to its nearest prototype when
-    that class wins by ``relabel_delta``; ``relabel_fn(row, scores) -> label | None``
+    Label cleaning (``score``, image-label mode):
+
+    - ``"probe"`` (default): a multinomial logistic regression on the seed embeddings gives
+      p(label | row); a row is dropped when p < δ. ``delta="auto"`` (default) sets δ to the
+      ``clean_loss`` quantile (5 %) of the seed rows' cross-validated p of their own label, so
+      about that share of *clean* rows is lost, whatever the encoder. Every
+      time the stream doubles past ``probe_refit_every`` rows (512, 1024, 2048, ...: a handful of
+      refits even for millions of rows) the probe is refit on the seeds plus the kept rows (at most
+      ``probe_max_rows`` of them, drawn with the curator seed) and δ re-estimated the same way:
+      with few seed rows per class the first probe is weak, and the kept stream is mostly clean.
+    - ``"margin"``: cos to the labelled class prototype minus the best other prototype, δ = 0
+      (nearest-centroid agreement; drops many clean but atypical rows).
+    - ``"cosine"``: cos to the labelled class prototype, δ = the ``clean_loss`` quantile over seeds.
+    - ``"none"``: no cleaning (every row is accepted): the gain-only ablation.
+
+    ``entropy_gain=True`` adds the label-entropy gain ``1 - p̂`` (p̂: share of the k nearest kept
+    rows carrying the row's label); selection then uses the mean of the normalised distance gain
+    and it. Use it after cleaning only: a mislabelled row has foreign neighbours and would get the
+    largest entropy gain.
+
+    Repair hooks: ``relabel=True`` moves a disagreeing row to its most likely class (probe) or
+    nearest prototype when that class wins by ``relabel_delta``; ``relabel_fn(row, scores) -> label | None``
     replaces that rule. ``recaption_fn(row) -> {column: new value} | None`` returns a new
     caption's columns (the text embedding included); the row is ``recaptioned`` when the
     new pair agrees. ``on_reject(row, status)`` sees every dropped or duplicate row, e.g. to
@@ -255,7 +282,12 @@ class InfoGrowth:
         text_column: str | None = None,
         k: int = 4,
         delta: float | Literal["auto"] | None = None,
-        score: Literal["margin", "cosine"] = "margin",
+        score: Literal["probe", "margin", "cosine", "none"] = "probe",
+        clean_loss: float = 0.05,
+        probe_refit_every: int = 512,
+        probe_max_rows: int = 20_000,
+        probe_C: float = 10.0,
+        entropy_gain: bool = False,
         relabel: bool = False,
         relabel_delta: float = 0.05,
         relabel_fn: Callable[[dict[str, Any], np.ndarray], int | None] | None = None,
@@ -274,17 +306,34 @@ class InfoGrowth:
     ) -> None:
         if mode not in ("image-label", "image-text"):
             raise InfoGrowthError(f"mode: expected 'image-label' or 'image-text', got {mode!r}")
-        if score not in ("margin", "cosine"):
-            raise InfoGrowthError(f"score: expected 'margin' or 'cosine', got {score!r}")
+        if score not in ("probe", "margin", "cosine", "none"):
+            raise InfoGrowthError(f"score: expected 'probe', 'margin', 'cosine' or 'none', got {score!r}")
+        if not 0.0 < clean_loss < 1.0:
+            raise InfoGrowthError(f"clean_loss: expected a share in (0, 1), got {clean_loss!r}")
+        if not isinstance(probe_refit_every, int) or probe_refit_every < 0:
+            raise InfoGrowthError(f"probe_refit_every: expected a row count >= 0, got {probe_refit_every!r}")
+        if entropy_gain and mode != "image-label":
+            raise InfoGrowthError("entropy_gain needs labels: it is defined for mode='image-label' only")
         if not isinstance(k, int) or k < 1:
             raise InfoGrowthError(f"k: expected a positive integer, got {k!r}")
         if dup_eps < 0:
             raise InfoGrowthError(f"dup_eps: expected >= 0, got {dup_eps!r}")
         if delta is None:
-            delta = 0.0 if (mode == "image-label" and score == "margin") else "auto"
+            if mode == "image-label" and score == "margin":
+                delta = 0.0
+            elif mode == "image-label" and score == "none":
+                delta = -math.inf
+            else:
+                delta = "auto"
         if delta != "auto" and not isinstance(delta, (int, float)):
             raise InfoGrowthError(f"delta: expected a number or 'auto', got {delta!r}")
         self.mode, self.k, self.score, self.delta_setting = mode, k, score, delta
+        self.clean_loss, self.probe_refit_every, self.probe_max_rows = (
+            clean_loss,
+            probe_refit_every,
+            probe_max_rows,
+        )
+        self.probe_C, self.entropy_gain = probe_C, entropy_gain
         self.emb_column, self.label_column, self.text_emb_column = emb_column, label_column, text_emb_column
         self.text_column = text_column
         self.relabel, self.relabel_delta, self.relabel_fn = relabel, relabel_delta, relabel_fn
@@ -306,6 +355,12 @@ class InfoGrowth:
         self.delta: float | None = None
         self.classes: np.ndarray | None = None  # sorted seed labels; prototypes[i] is class classes[i]
         self.prototypes: np.ndarray | None = None
+        self.probe_w: np.ndarray | None = None  # [classes, D] logistic-regression weights (probe score)
+        self.probe_b: np.ndarray | None = None
+        self.probe_refits = 0
+        self.seed_x: np.ndarray | None = None  # the seed rows, for the probe's refits and calibration
+        self.seed_y: np.ndarray | None = None
+        self._index_labels = _Growable(np.int64)  # label of every indexed row, in index order
         self.img_index: KnnIndex | None = None
         self.txt_index: KnnIndex | None = None
         self.n_seen = 0  # rows of the stream consumed (seeds excluded), for resume
@@ -315,7 +370,7 @@ class InfoGrowth:
 
     @staticmethod
     def _array_names() -> tuple[str, ...]:
-        return ("status", "align", "gain", "gain_img", "gain_txt", "nn1", "label", "orig_label")
+        return ("status", "align", "gain", "gain_img", "gain_txt", "gain_ent", "nn1", "label", "orig_label")
 
     def _array(self, name: str) -> np.ndarray:
         parts = self._cols[name]
@@ -372,15 +427,20 @@ class InfoGrowth:
                 )
             protos = np.stack([x[y == c].mean(axis=0) for c in classes])
             protos /= np.linalg.norm(protos, axis=1, keepdims=True)
-            sims = x @ protos.T
-            align = self._label_scores(sims, np.searchsorted(classes, y))
             self.classes, self.prototypes = classes, protos.astype(np.float32)
+            if self.score == "probe":
+                self.seed_x, self.seed_y = x.copy(), y.astype(np.int64)
+                calibrated = self._fit_probe(np.zeros((0, dim), np.float32), np.zeros(0, np.int64))
+            align = self._label_scores(self._class_scores(x), np.searchsorted(classes, y))
         else:
             t = _as_matrix(batch[self.text_emb_column], self.text_emb_column, dim)
             align = np.sum(x * t, axis=1)
-        self.delta = (
-            float(np.percentile(align, 5)) if self.delta_setting == "auto" else float(self.delta_setting)
-        )
+        if self.delta_setting != "auto":
+            self.delta = float(self.delta_setting)
+        elif self.score == "probe" and self.mode == "image-label":
+            self.delta = calibrated
+        else:
+            self.delta = float(np.quantile(align, self.clean_loss))
         self.dim = dim
         self.img_index = KnnIndex(
             dim, self.index_kind, self.M, self.ef_construction, self.ef, self.add_threads
@@ -402,13 +462,75 @@ class InfoGrowth:
             return (self.emb_column, self.label_column)
         return (self.emb_column, self.text_emb_column)
 
+    # ---- the label cleaner
+    def _class_scores(self, x: np.ndarray) -> np.ndarray:
+        """Per-class scores of rows ``x``: probe probabilities, or cosine to the class prototypes."""
+        if self.score == "probe":
+            return _softmax_probe(x, self.probe_w, self.probe_b)
+        return x @ self.prototypes.T
+
     def _label_scores(self, sims: np.ndarray, cls_idx: np.ndarray) -> np.ndarray:
         own = sims[np.arange(len(sims)), cls_idx]
-        if self.score == "cosine":
+        if self.score in ("cosine", "probe", "none"):
             return own
         others = sims.copy()
         others[np.arange(len(sims)), cls_idx] = -np.inf
         return own - others.max(axis=1) if sims.shape[1] > 1 else own
+
+    def _fit_probe(self, x_extra: np.ndarray, y_extra: np.ndarray) -> float:
+        """Fit the probe on seeds + ``x_extra`` rows; return the calibrated δ.
+
+        δ is the ``clean_loss`` quantile of each seed row's probability of its own label under a
+        probe that did not see that row (stratified K-fold over the seeds, the extra rows always in
+        training): an estimate of the threshold that loses that share of clean rows.
+        """
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedKFold
+
+        xs, ys = self.seed_x, self.seed_y
+        if len(self.classes) == 1:  # one class: every row agrees with it
+            self.probe_w, self.probe_b = np.zeros((1, xs.shape[1])), np.zeros(1)
+            return 1.0
+
+        def fit(xa: np.ndarray, ya: np.ndarray) -> Any:
+            with _quiet_sklearn():
+                return LogisticRegression(C=self.probe_C, max_iter=1000).fit(xa, ya)
+
+        model = fit(np.concatenate([xs, x_extra]), np.concatenate([ys, y_extra]))
+        w, b = _probe_params(model, self.classes)
+        folds = int(min(5, np.bincount(np.searchsorted(self.classes, ys)).min()))
+        p_own = np.zeros(len(ys))
+        if folds >= 2:
+            split = StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(xs, ys)
+            for train, held in split:
+                m = fit(np.concatenate([xs[train], x_extra]), np.concatenate([ys[train], y_extra]))
+                wf, bf = _probe_params(m, self.classes)
+                prob = _softmax_probe(xs[held], wf, bf)
+                p_own[held] = prob[np.arange(len(held)), np.searchsorted(self.classes, ys[held])]
+        else:  # one seed row in some class: in-sample probabilities, optimistic
+            prob = _softmax_probe(xs, w, b)
+            p_own = prob[np.arange(len(ys)), np.searchsorted(self.classes, ys)]
+        self.probe_w, self.probe_b = w, b
+        return float(np.quantile(p_own, self.clean_loss))
+
+    def _maybe_refit_probe(self) -> None:
+        """Refit the probe on the seeds + kept stream rows when the stream doubles past ``probe_refit_every``."""
+        if self.score != "probe" or not self.probe_refit_every:
+            return
+        if self.n_seen < self.probe_refit_every * 2**self.probe_refits:
+            return
+        while self.n_seen >= self.probe_refit_every * 2**self.probe_refits:
+            self.probe_refits += 1
+        n_seed = len(self.seed_y)
+        ids = np.arange(n_seed, self.img_index.ntotal)  # kept stream rows, in index order
+        if len(ids) > self.probe_max_rows:
+            rng = np.random.default_rng([self.seed, self.probe_refits])
+            ids = np.sort(rng.choice(ids, self.probe_max_rows, replace=False))
+        x_extra = self.img_index.reconstruct(ids) if len(ids) else np.zeros((0, self.dim), np.float32)
+        y_extra = self._index_labels.values()[ids]
+        calibrated = self._fit_probe(x_extra, y_extra)
+        if self.delta_setting == "auto":
+            self.delta = calibrated
 
     def _embed(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self.embed_fn is None:
@@ -451,6 +573,7 @@ class InfoGrowth:
                 self.on_reject(_row(batch, i), "dropped_noisy")
         out = self._record(batch, x, t, status, align, labels, dup_rule=True)
         self.n_seen += n
+        self._maybe_refit_probe()
         self.stats["curate_seconds"] += time.perf_counter() - t0
         return out
 
@@ -468,7 +591,7 @@ class InfoGrowth:
                 f"column '{self.label_column}': label {int(y[unknown][0])} has no prototype "
                 f"(not in the seed set; seeded classes: {self.classes.tolist()})"
             )
-        sims = x @ self.prototypes.T
+        sims = self._class_scores(x)
         align = self._label_scores(sims, cls_idx)
         new_y = y.copy()
         for i in np.flatnonzero(align < self.delta):
@@ -550,12 +673,23 @@ class InfoGrowth:
         accepted = np.flatnonzero(np.isin(status, _KEPT_CODES))
         gain_img = np.zeros(n)
         gain_txt = np.zeros(n)
+        gain_ent = np.zeros(n)
         nn1 = np.full(n, np.nan)
         if accepted.size:
-            g, d1, inserted = _batch_gains(
-                self.img_index, x[accepted], self.k, self.dup_eps if dup_rule else None
+            lab = None if labels is None else np.asarray(labels, np.int64)[accepted]
+            g, d1, inserted, agree = _batch_gains_labelled(
+                self.img_index,
+                x[accepted],
+                self.k,
+                self.dup_eps if dup_rule else None,
+                index_labels=self._index_labels.values() if lab is not None else None,
+                labels=lab,
             )
             gain_img[accepted], nn1[accepted] = g, d1
+            if lab is not None:
+                gain_ent[accepted] = 1.0 - agree
+                gain_ent[accepted[~inserted]] = 0.0
+                self._index_labels.extend(lab[inserted])
             if t is not None:
                 gt, _, _ = _batch_gains(self.txt_index, t[accepted], self.k, None, inserted=inserted)
                 gain_txt[accepted] = gt
@@ -571,6 +705,7 @@ class InfoGrowth:
         self._cols["gain"].append(gain)
         self._cols["gain_img"].append(gain_img)
         self._cols["gain_txt"].append(gain_txt)
+        self._cols["gain_ent"].append(gain_ent)
         self._cols["nn1"].append(nn1)
         lab = labels if labels is not None else np.full(n, -1)
         orig = np.asarray(batch.get("orig_" + self.label_column, lab)) if labels is not None else lab
@@ -583,6 +718,8 @@ class InfoGrowth:
         out["ig_status"] = [STATUSES[c] for c in status]
         out["ig_align"] = align.astype(np.float32)
         out["ig_gain"] = gain.astype(np.float32)
+        if self.entropy_gain:
+            out["ig_gain_ent"] = gain_ent.astype(np.float32)
         if t is not None:
             out["ig_gain_img"] = gain_img.astype(np.float32)
             out["ig_gain_txt"] = gain_txt.astype(np.float32)
@@ -637,9 +774,16 @@ class InfoGrowth:
 
     # ---- results
     def gains_norm(self) -> np.ndarray:
-        """ĝ for every recorded row (spec 2.4)."""
+        """ĝ for every recorded row: the gain over its 99th percentile among kept rows, clipped to [0, 1].
+
+        With ``entropy_gain`` it is the mean of that and the entropy gain ``1 - p̂`` (0 for rows not kept).
+        """
         status = self._array("status")
-        return normalize_gains(self._array("gain"), np.isin(status, _KEPT_CODES))
+        kept = np.isin(status, _KEPT_CODES)
+        g = normalize_gains(self._array("gain"), kept)
+        if self.entropy_gain:
+            g = np.where(kept, (g + self._array("gain_ent")) / 2.0, 0.0)
+        return g
 
     def results(self) -> dict[str, np.ndarray]:
         """The per-row decisions so far as arrays (``ig_arrival`` is the row's position)."""
@@ -652,6 +796,8 @@ class InfoGrowth:
             "ig_gain_norm": self.gains_norm(),
             "ig_nn1": self._array("nn1"),
         }
+        if self.entropy_gain:
+            out["ig_gain_ent"] = self._array("gain_ent")
         if self.mode == "image-text":
             out["ig_gain_img"], out["ig_gain_txt"] = self._array("gain_img"), self._array("gain_txt")
         else:
@@ -687,6 +833,11 @@ class InfoGrowth:
             "score": self.score,
             "delta_setting": self.delta_setting,
             "delta": self.delta,
+            "clean_loss": self.clean_loss,
+            "probe_refit_every": self.probe_refit_every,
+            "probe_max_rows": self.probe_max_rows,
+            "probe_C": self.probe_C,
+            "entropy_gain": self.entropy_gain,
             "relabel": self.relabel,
             "relabel_delta": self.relabel_delta,
             "relabel_fn": _fn_name(self.relabel_fn),
@@ -704,6 +855,7 @@ class InfoGrowth:
             "encoder_id": self.encoder_id,
             "seed": self.seed,
             "prototype_source": "seed" if self.mode == "image-label" else None,
+            "probe": "logistic regression on seed + kept rows" if self.score == "probe" else None,
         }
 
     # ---- save / resume
@@ -720,12 +872,17 @@ class InfoGrowth:
             arrays = {name: self._array(name) for name in self._array_names()}
             arrays["prototypes"] = self.prototypes if self.prototypes is not None else np.zeros((0, self.dim))
             arrays["classes"] = self.classes if self.classes is not None else np.zeros(0, np.int64)
+            if self.score == "probe" and self.probe_w is not None:
+                arrays.update(
+                    probe_w=self.probe_w, probe_b=self.probe_b, seed_x=self.seed_x, seed_y=self.seed_y
+                )
             np.savez(tmp / "state.npz", **arrays)
             meta = {
                 "version": STATE_VERSION,
                 "settings": self.settings(),
                 "dim": self.dim,
                 "n_seen": self.n_seen,
+                "probe_refits": self.probe_refits,
                 "seed_hash": self.seed_hash,
                 "counts": self.counts(),
                 "stats": {k: v for k, v in self.stats.items()},
@@ -743,7 +900,12 @@ class InfoGrowth:
         try:
             meta = json.loads((path / "state.json").read_text())
             npz = np.load(path / "state.npz", allow_pickle=False)
-            arrays = {name: npz[name] for name in (*self._array_names(), "prototypes", "classes")}
+            optional = ("gain_ent", "probe_w", "probe_b", "seed_x", "seed_y")
+            arrays = {
+                name: npz[name]
+                for name in (*self._array_names(), "prototypes", "classes", *optional)
+                if name in npz.files or name not in optional
+            }
         except (OSError, ValueError, KeyError) as err:
             raise StateMismatchError(f"{path}: not a readable InfoGrowth state ({err})") from None
         if meta.get("version") != STATE_VERSION:
@@ -769,11 +931,30 @@ class InfoGrowth:
             "label_column",
             "text_emb_column",
         ):
+            if key == "score" and self.mode == "image-text":
+                continue  # the label score plays no part in image-text mode
             if saved.get(key) != mine[key]:
                 raise StateMismatchError(
                     f"{path}: saved setting {key}={saved.get(key)!r} differs from this "
                     f"curator's {mine[key]!r}"
                 )
+        for key, old_default in (
+            ("entropy_gain", False),
+            ("clean_loss", 0.05),
+            ("probe_refit_every", mine["probe_refit_every"]),
+            ("probe_max_rows", mine["probe_max_rows"]),
+            ("probe_C", mine["probe_C"]),
+        ):
+            if self.score == "probe" or key == "entropy_gain":
+                if saved.get(key, old_default) != mine[key]:
+                    raise StateMismatchError(
+                        f"{path}: saved setting {key}={saved.get(key, old_default)!r} differs from this "
+                        f"curator's {mine[key]!r}"
+                    )
+        if self.score == "probe" and self.mode == "image-label" and "probe_w" not in arrays:
+            raise StateMismatchError(
+                f"{path}: the state has no probe (it was made with score={saved.get('score')!r})"
+            )
         if self.is_seeded and meta["dim"] != self.dim:
             raise StateMismatchError(f"{path}: state has dimension {meta['dim']}, this curator {self.dim}")
         dim = int(meta["dim"])
@@ -792,9 +973,18 @@ class InfoGrowth:
         self.dim, self.delta, self.n_seen = dim, float(saved["delta"]), int(meta["n_seen"])
         self.seed_hash = meta.get("seed_hash", "")
         self.img_index, self.txt_index = img, txt
+        if "gain_ent" not in arrays:  # a state from before the entropy gain
+            arrays["gain_ent"] = np.zeros(len(arrays["status"]))
         if self.mode == "image-label":
             self.classes, self.prototypes = arrays["classes"], arrays["prototypes"].astype(np.float32)
+            if "probe_w" in arrays:
+                self.probe_w, self.probe_b = arrays["probe_w"], arrays["probe_b"]
+                self.seed_x, self.seed_y = arrays["seed_x"], arrays["seed_y"]
+            self.probe_refits = int(meta.get("probe_refits", 0))
         self._cols = {name: [arrays[name]] for name in self._array_names()}
+        # the index holds the kept rows in arrival order: their labels, in index order
+        self._index_labels = _Growable(np.int64)
+        self._index_labels.extend(arrays["label"][np.isin(arrays["status"], _KEPT_CODES)])
         self.stats = {"embed_seconds": 0.0, "curate_seconds": 0.0, **meta.get("stats", {})}
 
     @classmethod
@@ -809,6 +999,8 @@ class InfoGrowth:
             "k": s["k"],
             "score": s["score"],
             "delta": s["delta_setting"],
+            "clean_loss": s.get("clean_loss", 0.05),
+            "entropy_gain": s.get("entropy_gain", False),
             "relabel": s["relabel"],
             "relabel_delta": s["relabel_delta"],
             "dup_eps": s["dup_eps"],
@@ -821,6 +1013,9 @@ class InfoGrowth:
             "encoder_id": s["encoder_id"],
             "seed": s["seed"],
         }
+        for key in ("probe_refit_every", "probe_max_rows", "probe_C"):
+            if key in s:
+                args[key] = s[key]
         if s.get("label_column"):
             args["label_column"] = s["label_column"]
         if s.get("text_emb_column"):
@@ -840,29 +1035,109 @@ def _batch_gains(
 
     The pre-batch index gives each row its k nearest older rows; exact distances to the earlier
     inserted rows of the same batch are merged in, so with an exact index the result equals
-    row-by-row processing (spec 2.3 "Batches"). ``inserted`` (from the image index) fixes which
-    rows enter, for the text index of image-text mode.
+    row-by-row processing. ``inserted`` (from the image index) fixes which rows enter, for the
+    text index of image-text mode.
+    """
+    gains, nn1, ins, _ = _batch_gains_labelled(index, x, k, dup_eps, inserted)
+    return gains, nn1, ins
+
+
+def _batch_gains_labelled(
+    index: KnnIndex,
+    x: np.ndarray,
+    k: int,
+    dup_eps: float | None,
+    inserted: np.ndarray | None = None,
+    index_labels: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_batch_gains` plus p̂: the share of the same k neighbours whose label equals the row's.
+
+    ``index_labels[i]`` is the label of the index's row ``i``; without labels p̂ is 0. A row with no
+    neighbour yet has gain 1 and p̂ 0 (entropy gain 1: nothing is known about it).
     """
     b = len(x)
     c = index.ntotal
     if c:
-        d_pre, _ = index.search(x, min(k, c))
+        d_pre, id_pre = index.search(x, min(k, c))
     else:
-        d_pre = np.zeros((b, 0), np.float32)
+        d_pre, id_pre = np.zeros((b, 0), np.float32), np.zeros((b, 0), np.int64)
     intra = np.maximum(1.0 - x @ x.T, 0.0)
-    gains, nn1 = np.ones(b), np.full(b, np.nan)
+    gains, nn1, agree = np.ones(b), np.full(b, np.nan), np.zeros(b)
     decide = inserted is None
     ins = np.zeros(b, bool) if decide else inserted
+    with_labels = labels is not None and index_labels is not None
     for i in range(b):
-        pre = d_pre[i][np.isfinite(d_pre[i])]
-        cand = np.concatenate([pre, intra[i, :i][ins[:i]]])
+        fin = np.isfinite(d_pre[i])
+        prev = np.flatnonzero(ins[:i])
+        cand = np.concatenate([d_pre[i][fin], intra[i, prev]])
         if cand.size:
             kk = min(k, cand.size)
-            near = np.partition(cand, kk - 1)[:kk]
+            pick = np.argpartition(cand, kk - 1)[:kk]
+            near = cand[pick]
             gains[i], nn1[i] = float(near.mean()), float(near.min())
+            if with_labels:
+                cand_labels = np.concatenate([index_labels[id_pre[i][fin]], labels[prev]])
+                agree[i] = float((cand_labels[pick] == labels[i]).mean())
         if decide:
             ins[i] = not (dup_eps is not None and cand.size and nn1[i] < dup_eps)
-    return gains, nn1, ins
+    return gains, nn1, ins, agree
+
+
+class _Growable:
+    """An append-only 1-D numpy array with amortised O(1) appends (capacity doubles)."""
+
+    def __init__(self, dtype: Any) -> None:
+        self._buf = np.zeros(1024, dtype)
+        self._n = 0
+
+    def extend(self, values: np.ndarray) -> None:
+        values = np.asarray(values, self._buf.dtype)
+        need = self._n + len(values)
+        if need > len(self._buf):
+            grown = np.zeros(max(need, 2 * len(self._buf)), self._buf.dtype)
+            grown[: self._n] = self._buf[: self._n]
+            self._buf = grown
+        self._buf[self._n : need] = values
+        self._n = need
+
+    def values(self) -> np.ndarray:
+        return self._buf[: self._n]
+
+
+def _probe_params(model: Any, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weights [C, D] and biases [C] over ``classes`` from a fitted scikit-learn LogisticRegression.
+
+    A class absent from the fit data gets weight 0 and bias -30 (probability ~0); a binary model's
+    single row becomes the two rows [0, w] so that one softmax serves both cases.
+    """
+    w, b = model.coef_, model.intercept_
+    if w.shape[0] == 1:  # binary: p(class 1) = sigmoid(w x + b) = softmax([0, w x + b])[1]
+        w, b = np.concatenate([np.zeros_like(w), w]), np.concatenate([[0.0], b])
+    W = np.zeros((len(classes), w.shape[1]), np.float64)
+    B = np.full(len(classes), -30.0)
+    pos = np.searchsorted(classes, model.classes_)
+    W[pos], B[pos] = w, b
+    return W, B
+
+
+def _softmax_probe(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    z = x.astype(np.float64) @ w.T + b
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@contextlib.contextmanager
+def _quiet_sklearn() -> Iterator[None]:
+    """Silence scikit-learn's convergence warnings for the probe (its lbfgs stops at max_iter)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
 
 
 def _row(batch: Mapping[str, Any], i: int) -> dict[str, Any]:
@@ -933,6 +1208,8 @@ def select(
     method: Literal["proportional", "topk", "random"] = "proportional",
     seed: int = 0,
     eligible: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    min_per_class: int = 0,
 ) -> np.ndarray:
     """Indices of a static subset of ``budget`` rows (a fraction of all rows, or a count), sorted.
 
@@ -942,12 +1219,22 @@ def select(
     u^(1/ĝ)); rows with ĝ = 0 (dropped, duplicates) are never chosen, and when fewer than the
     budget have ĝ > 0 all of them are returned with a warning. ``topk``: the largest ĝ.
     ``random``: uniform over ``eligible`` rows (default: all rows), the baseline.
+
+    Tail protection: with ``labels`` and ``min_per_class=f``, every class first gets
+    ``min(f, its candidates)`` rows by the same rule applied within the class, and the rest of the
+    budget is filled by the rule over all remaining candidates. Gains favour sparse regions, which
+    often are tail classes, but a class whose rows sit close together could still vanish from a
+    small budget; the floor makes "every class survives" a guarantee instead of a likelihood.
     """
     if hasattr(gains_norm, "column_names"):  # a results table (ig.table()) or a curated Dataset
         gains_norm = gains_norm["ig_gain_norm"]
     g = np.asarray(gains_norm, dtype=np.float64)
     n = len(g)
     m = _budget_rows(budget, n)
+    if min_per_class:
+        if labels is None:
+            raise InfoGrowthError("select: min_per_class needs the rows' labels (labels=...)")
+        return _select_with_floor(g, m, method, seed, eligible, np.asarray(labels), int(min_per_class))
     rng = np.random.default_rng(seed)
     if method == "random":
         pool = np.arange(n) if eligible is None else np.flatnonzero(eligible)
@@ -969,6 +1256,36 @@ def select(
     u = rng.random(len(pos))
     keys = np.log(np.maximum(u, 1e-300)) / g[pos]  # log(u^(1/g)): same order, no underflow
     return np.sort(pos[np.argpartition(-keys, m - 1)[:m]])
+
+
+def _select_with_floor(
+    g: np.ndarray, m: int, method: str, seed: int, eligible: np.ndarray | None, labels: np.ndarray, floor: int
+) -> np.ndarray:
+    if len(labels) != len(g):
+        raise InfoGrowthError(f"select: {len(labels)} labels for {len(g)} rows")
+    cand = (np.ones(len(g), bool) if eligible is None else np.asarray(eligible, bool)).copy()
+    if method != "random":
+        cand &= g > 0
+    chosen: list[np.ndarray] = []
+    for i, c in enumerate(np.unique(labels[cand])):
+        rows = np.flatnonzero(cand & (labels == c))
+        take = min(floor, len(rows))
+        pick = select(g[rows], take, method, seed=seed + 7919 * (i + 1), eligible=None)
+        chosen.append(rows[pick])
+    base = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+    if len(base) >= m:
+        logger.warning(
+            "select: the per-class floor alone takes %d rows, more than the budget %d", len(base), m
+        )
+        return np.sort(base)
+    rest = cand.copy()
+    rest[base] = False
+    if rest.any():
+        left = min(m - len(base), int(rest.sum()))
+        idx = np.flatnonzero(rest)
+        pick = select(g[idx], left, method, seed=seed, eligible=None)
+        base = np.concatenate([base, idx[pick]])
+    return np.sort(base)
 
 
 def _budget_rows(budget: float | int, n: int) -> int:
