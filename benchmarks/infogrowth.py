@@ -609,7 +609,7 @@ def quality_tables(runs: list[Run], records: list[dict]) -> tuple[list[dict], di
                 curator_runs,
                 ("delta", "dup_eps"),
                 baseline=DEFAULT,
-                arms=list(CURATORS),
+                arms=[c for c in CURATORS if CURATORS[c].get("score") != "none"],  # no cleaner: no δ
                 digits=4,
                 labels=LABELS,
                 diff_metrics=[],

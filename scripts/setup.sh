@@ -46,7 +46,7 @@ PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 # does not fetch a multi-GB CUDA build on a CPU machine.
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install -q ${TORCH_SPEC:-torch==2.13.0}
-.venv/bin/python -m pip install -q -e ".[dev,spaces]"
+.venv/bin/python -m pip install -q -e ".[dev,spaces,distributed]"
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install -q $PIP_DATA
 # Last, so pip's resolver does not report the data-only packages' unmet (unneeded) dependencies.
