@@ -53,6 +53,7 @@ KEPT_STATUSES: tuple[str, ...] = ("seed", "kept", "recaptioned", "relabeled")
 _CODE = {s: i for i, s in enumerate(STATUSES)}
 _KEPT_CODES = np.array([_CODE[s] for s in KEPT_STATUSES])
 STATE_VERSION = 1
+SEED_CHUNK = 4096  # seed rows scored per batch in fit_seed
 
 
 class InfoGrowthError(HubtoolsError, ValueError):
@@ -392,6 +393,17 @@ class InfoGrowth:
         codes = np.bincount(self._array("status").astype(np.int64), minlength=len(STATUSES))
         return {s: int(codes[i]) for i, s in enumerate(STATUSES)}
 
+    def show_counts(self, bar: Any) -> None:
+        """Put kept / dropped / duplicate / repaired counts on a tqdm bar (O(rows so far): once per batch)."""
+        c = self.counts()
+        bar.set_postfix(
+            kept=c["kept"] + c["seed"],
+            dropped=c["dropped_noisy"],
+            dup=c["duplicate"],
+            repaired=c["relabeled"] + c["recaptioned"],
+            refresh=False,
+        )
+
     # ---- seeding
     def fit_seed(self, seed_rows: Any) -> dict[str, Any]:
         """Insert the trusted seed set: build prototypes, calibrate δ, index the seeds (all kept).
@@ -411,6 +423,7 @@ class InfoGrowth:
                 raise SeedError(f"fit_seed: the seed set has no column '{col}' (columns: {sorted(batch)})")
         x = _as_matrix(batch[self.emb_column], self.emb_column, None)
         dim = x.shape[1]
+        t = None
         if self.mode == "image-label":
             y = np.asarray(batch[self.label_column])
             if y.dtype.kind not in "iu":
@@ -450,12 +463,25 @@ class InfoGrowth:
                 dim, self.index_kind, self.M, self.ef_construction, self.ef, self.add_threads
             )
         self.seed_hash = hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
-        status = np.full(len(x), _CODE["seed"], np.int8)
-        if self.mode == "image-label":
-            return self._record(
-                batch, x, None, status, align, np.asarray(batch[self.label_column]), dup_rule=False
+        labels = np.asarray(batch[self.label_column]) if self.mode == "image-label" else None
+        # scored in chunks: a batch's gains need its rows' pairwise distances (chunk^2 floats)
+        if len(x) > SEED_CHUNK:
+            batch = {k: v if isinstance(v, (np.ndarray, list)) else list(v) for k, v in batch.items()}
+        outs = []
+        for s in range(0, len(x), SEED_CHUNK):
+            part = slice(s, s + SEED_CHUNK)
+            outs.append(
+                self._record(
+                    {k: v[part] for k, v in batch.items()},
+                    x[part],
+                    None if t is None else t[part],
+                    np.full(len(x[part]), _CODE["seed"], np.int8),
+                    align[part],
+                    None if labels is None else labels[part],
+                    dup_rule=False,
+                )
             )
-        return self._record(batch, x, t, status, align, None, dup_rule=False)
+        return outs[0] if len(outs) == 1 else {k: _concat([o[k] for o in outs]) for k in outs[0]}
 
     def _needed_columns(self) -> tuple[str, ...]:
         if self.mode == "image-label":
@@ -752,14 +778,7 @@ class InfoGrowth:
             done += 1
             if progress is not None:
                 progress.update(_batch_len(batch))
-                c = self.counts()
-                progress.set_postfix(
-                    kept=c["kept"] + c["seed"],
-                    dropped=c["dropped_noisy"],
-                    dup=c["duplicate"],
-                    repaired=c["relabeled"] + c["recaptioned"],
-                    refresh=False,
-                )
+                self.show_counts(progress)
             if checkpoint_every and done % checkpoint_every == 0:
                 self.save_state(checkpoint_dir)
             yield out
@@ -1138,6 +1157,12 @@ def _quiet_sklearn() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         yield
+
+
+def _concat(parts: list[Any]) -> Any:
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    return [v for p in parts for v in p]
 
 
 def _row(batch: Mapping[str, Any], i: int) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -39,6 +39,28 @@ class BuildConfig(StrictModel):
     push_to_hub: str | None = None
     private: bool | None = None
     lesion_disjoint: bool | None = None
+    infogrowth: bool = False
+    ig_budget: float = 1.0
+    ig_score: Literal["probe", "margin", "cosine", "none"] = "probe"
+    ig_seed_split: str = "validation"
+    ig_min_per_class: int = 20
+    ig_encoder: str = "pca"
+    ig_encoder_revision: str | None = None
+    ig_clean_loss: float = 0.05
+    ig_dup_eps: float = 1e-4
+
+
+# `--ig-*` flags whose value without --infogrowth would silently do nothing
+IG_FLAGS = (
+    "ig_budget",
+    "ig_score",
+    "ig_seed_split",
+    "ig_min_per_class",
+    "ig_encoder",
+    "ig_encoder_revision",
+    "ig_clean_loss",
+    "ig_dup_eps",
+)
 
 
 def default_num_proc(builder: object) -> int:
@@ -101,6 +123,63 @@ def default_num_proc(builder: object) -> int:
     default=None,
     help="isic2019: keep every lesion_id in one split (default), or draw image by image as MONICA did.",
 )
+@click.option(
+    "--infogrowth",
+    is_flag=True,
+    default=False,
+    help="Also curate the train split with InfoGrowth and write/publish it as config <config>-infogrowth.",
+)
+@click.option(
+    "--ig-budget",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Share of train rows to keep: 1.0 keeps every row the cleaner kept; below 1, a gain-weighted draw.",
+)
+@click.option(
+    "--ig-score",
+    type=click.Choice(["probe", "margin", "cosine", "none"]),
+    default="probe",
+    show_default=True,
+    help="Label cleaner: seed-set probe, prototype margin or cosine, or none (gain only).",
+)
+@click.option(
+    "--ig-seed-split",
+    default="validation",
+    show_default=True,
+    help="Trusted seed (labels must be verified): a split (validation/val) or train:FRACTION, a per-class sample.",
+)
+@click.option(
+    "--ig-min-per-class",
+    type=int,
+    default=20,
+    show_default=True,
+    help="Tail floor: every class keeps min(N, its cleaned rows) when --ig-budget < 1.",
+)
+@click.option(
+    "--ig-encoder",
+    "--ig-image-encoder",
+    "ig_encoder",
+    default="pca",
+    show_default=True,
+    metavar="pca|PATH|REPO",
+    help="Image embeddings: pca (PCA-64 of the seed images) or a transformers image encoder folder / Hub id.",
+)
+@click.option("--ig-encoder-revision", default=None, help="Commit, branch or tag of a Hub --ig-encoder.")
+@click.option(
+    "--ig-clean-loss",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="Share of clean rows the probe/cosine cleaner's threshold is calibrated to lose.",
+)
+@click.option(
+    "--ig-dup-eps",
+    type=float,
+    default=1e-4,
+    show_default=True,
+    help="A row closer than this (cosine distance) to a kept row is a duplicate and dropped.",
+)
 @config_option(BuildConfig)
 def build_command(
     name: str,
@@ -114,15 +193,32 @@ def build_command(
     push_to_hub: str | None,
     private: bool | None,
     lesion_disjoint: bool | None,
+    infogrowth: bool,
+    **ig: Any,
 ) -> None:
     """Build long-tailed dataset NAME from raw files, print its class counts, save it, optionally push it.
 
     NAME: isic2019, nct, kvasir, pathmnist, dermamnist, bloodmnist, tissuemnist, organamnist,
     organcmnist, organsmnist, odir, rfmid, chexpert, mri_patches, fashion_mnist.
+
+    With --infogrowth the train split is also curated (hubtools.longtail.curation: trusted seed split,
+    label cleaner, duplicates, information gain, a per-class floor) and saved beside the build as
+    OUTPUT-infogrowth, config <config>-infogrowth, with infogrowth.json and a card section stating
+    the curation; --push-to-hub publishes both configs to the same repo.
     """
     from hubtools.longtail.datasets import counts_table, make_builder, prepare, publish, save_build
 
     try:
+        defaults = BuildConfig()
+        changed = [k for k in IG_FLAGS if ig[k] != getattr(defaults, k)]
+        if changed and not infogrowth:
+            flags = ", ".join("--" + k.replace("_", "-") for k in changed)
+            raise ConfigError(f"{flags} set without --infogrowth: they only apply to the curated config")
+        if infogrowth:  # a bad curation request fails before the build, not after it
+            from hubtools.longtail.curation import check_budget, parse_seed_split
+
+            parse_seed_split(ig["ig_seed_split"])
+            ig["ig_budget"] = check_budget(ig["ig_budget"])
         extra = {}
         if lesion_disjoint is not None:
             if name != "isic2019":
@@ -138,12 +234,63 @@ def build_command(
         folder = save_build(output or Path("longtail-out") / cfg, name, builder, ds, lt, repo_id=push_to_hub)
         click.echo(counts_table(lt))
         click.echo(f"saved {folder} (data/, README.md, longtail/{cfg}.json, bar chart longtail/{cfg}.png)")
+        visibility = builder.PRIVATE_BY_DEFAULT if private is None else private
         if push_to_hub:
-            visibility = builder.PRIVATE_BY_DEFAULT if private is None else private
             publish(folder, push_to_hub, private=visibility, num_proc=None)
             click.echo(f"published {push_to_hub} config {cfg}: load_dataset({push_to_hub!r}, {cfg!r})")
+        if infogrowth:
+            curated_build(name, builder, ds, lt, folder, push_to_hub, visibility, ig)
     except HubtoolsError as err:
         raise click.ClickException(str(err)) from None
+
+
+def curated_build(
+    name: str,
+    builder: Any,
+    ds: Any,
+    lt: Any,
+    folder: Path,
+    push_to_hub: str | None,
+    private: bool | None,
+    ig: dict[str, Any],
+) -> Path:
+    """``build --infogrowth``: curate the train split just built, save it beside the build, publish it."""
+    from hubtools.longtail.curation import (
+        curate_split,
+        curated_config_name,
+        publish_curated,
+        replace_train,
+        save_curated,
+        summary_line,
+    )
+
+    cfg = builder.config.name
+    cur_cfg = curated_config_name(cfg, ig["ig_budget"])
+    train, record = curate_split(
+        ds,
+        lt,
+        seed_split=ig["ig_seed_split"],
+        encoder=ig["ig_encoder"],
+        encoder_revision=ig["ig_encoder_revision"],
+        budget=ig["ig_budget"],
+        score=ig["ig_score"],
+        min_per_class=ig["ig_min_per_class"],
+        clean_loss=ig["ig_clean_loss"],
+        dup_eps=ig["ig_dup_eps"],
+        seed=builder.config.seed,
+        progress=True,
+    )
+    cur_ds, cur_lt = replace_train(
+        ds, lt, train, f"Train split curated by InfoGrowth from config {cfg} (infogrowth.json)."
+    )
+    cur_folder = folder.parent / f"{folder.name}{cur_cfg[len(cfg) :]}"
+    save_curated(cur_folder, name, builder, cur_ds, cur_lt, record, cur_cfg, cfg, repo_id=push_to_hub)
+    click.echo(summary_line(record))
+    click.echo(f"saved {cur_folder} (data/, README.md, infogrowth.json, longtail/{cur_cfg}.json)")
+    if push_to_hub:
+        publish_curated(cur_folder, push_to_hub, private=private, num_proc=None)
+        click.echo(f"published {push_to_hub} config {cur_cfg}: load_dataset({push_to_hub!r}, {cur_cfg!r})")
+    return cur_folder
 
 
 @longtail_group.command("profile")

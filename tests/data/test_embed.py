@@ -491,3 +491,38 @@ def test_cli_writes_a_dataset_that_loads_with_its_embeddings(enc_dirs, images, t
     assert set(load_dataset(str(tmp_path / "cfg"))) == {"trusted"} and "vit@" in r.output
     r = CliRunner().invoke(embed_command, [*args, "--image-column", "photo", "--out", str(tmp_path / "bad")])
     assert r.exit_code == 1 and "no column(s) ['photo'] to embed" in r.output
+
+
+def test_infogrowth_command_embeds_with_image_encoder(enc_dirs, images, tmp_path):
+    """``hubtools data infogrowth --image-encoder``: embeddings computed on the way, recorded as the encoder."""
+    from datasets import Dataset, DatasetDict, Features, Image, Value, load_dataset
+
+    from hubtools.cli import main
+
+    feats = Features({"image": Image(), "label": Value("int64")})
+    labels = [i % 2 for i in range(len(images))]
+    src = tmp_path / "src"
+    DatasetDict(
+        {
+            "trusted": Dataset.from_dict({"image": images, "label": labels}, features=feats),
+            "train": Dataset.from_dict({"image": images[::-1], "label": labels}, features=feats),
+        }
+    ).save_to_disk(src)
+    out = tmp_path / "sel"
+    args = ["data", "infogrowth", "--dataset", str(src), "--label-column", "label", "--score", "none"]
+    args += ["--image-encoder", str(enc_dirs["vit"]), "--budget", "1.0", "--dup-eps", "0", "--out", str(out)]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    enc = ImageEncoder(enc_dirs["vit"], device="cpu")
+    train = load_dataset(str(out), split="train")
+    assert train.num_rows == 2 * len(images)  # no cleaner, budget 1.0: every row
+    order = np.asarray(train["ig_arrival"])
+    source = images + images[::-1]
+    np.testing.assert_allclose(
+        np.asarray(train["img_emb"], np.float32), enc.encode([source[i] for i in order]), atol=1e-6
+    )
+    record = json.loads((out / "infogrowth.json").read_text())
+    assert record["settings"]["encoder_id"] == enc.encoder_id
+    # a named --encoder-id that disagrees with the encoder is refused
+    bad = CliRunner().invoke(main, [*args, "--encoder-id", "something-else"])
+    assert bad.exit_code == 1 and "disagrees" in bad.output

@@ -162,3 +162,20 @@ def test_select_floor_keeps_every_class_and_the_budget():
             assert (g[chosen] > 0).all()
     with pytest.raises(InfoGrowthError, match="labels"):
         select(g, 50, min_per_class=5)
+
+
+def test_a_large_seed_set_is_scored_in_chunks_with_the_same_result(monkeypatch):
+    import hubtools.data.infogrowth as igm
+
+    rng = np.random.default_rng(6)
+    x, y = mixture(rng, 30, spread=1.0)
+    whole = InfoGrowth(index="exact", entropy_gain=True)
+    whole.fit_seed({"img_emb": x, "label": y})
+    monkeypatch.setattr(igm, "SEED_CHUNK", 16)  # 150 seeds: 10 chunks
+    chunked = InfoGrowth(index="exact", entropy_gain=True)
+    out = chunked.fit_seed({"img_emb": x, "label": y.tolist()})
+    assert len(out["ig_status"]) == 150 and out["ig_arrival"].tolist() == list(range(150))
+    a, b = whole.results(), chunked.results()
+    assert a["ig_status"].tolist() == b["ig_status"].tolist()
+    for key in set(a) - {"ig_status"}:
+        np.testing.assert_allclose(a[key], b[key], atol=1e-6, err_msg=key)
