@@ -168,11 +168,13 @@ def _curation_text(cfg: InfoGrowthConfig, ig: InfoGrowth, stats: dict[str, Any],
         "|---|---|",
         f"| source | `{cfg.dataset}` split `{cfg.split}`, seed split `{cfg.seed_split}` |",
         f"| mode / score | {s['mode']} / {s['score'] if s['mode'] == 'image-label' else 'cosine(image, text)'} |",
-        f"| δ (calibrated) | {ig.delta:.4f} ({s['delta_setting']}) |",
+        f"| δ (calibrated) | {ig.delta:.4f} ({s['delta_setting']}{_calibration(s)}) |",
+        f"| gain | mean 1 - cos to the k nearest kept rows{' + label entropy' if s['entropy_gain'] else ''} |",
         f"| k / index | {s['k']} / {s['index']} (M={s['M']}, efConstruction={s['ef_construction']}, ef={s['ef']}) |",
         f"| duplicate rule | nearest distance < {s['dup_eps']:g} |",
         f"| relabel | {s['relabel']} |",
-        f"| selection | {cfg.method}, budget {cfg.budget:g} -> {n_selected} rows, seed {cfg.seed} |",
+        f"| selection | {cfg.method}, budget {cfg.budget:g} -> {n_selected} rows, seed {cfg.seed}"
+        f"{f', at least {cfg.min_per_class} rows per class' if cfg.min_per_class else ''} |",
         f"| encoder | {s['encoder_id'] or 'not recorded'} |",
         "",
         "| status | rows |",
@@ -183,6 +185,16 @@ def _curation_text(cfg: InfoGrowthConfig, ig: InfoGrowth, stats: dict[str, Any],
         "the seed hash and the library versions; `gains.png` shows the gain distribution and what was dropped.",
     ]
     return "\n".join(lines)
+
+
+def _calibration(s: Mapping[str, Any]) -> str:
+    """How δ was set, for the card: the clean-row loss it was calibrated for, and the probe's refits."""
+    if s["delta_setting"] != "auto":
+        return ""
+    text = f", for a {s['clean_loss']:.0%} clean-row loss on the seed split"
+    if s["score"] == "probe":
+        text += f"; probe refit on kept rows as the stream doubled past {s['probe_refit_every']} rows"
+    return text
 
 
 def _source_id(dataset: str) -> str:
