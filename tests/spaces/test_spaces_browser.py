@@ -116,8 +116,11 @@ def test_merge_explorer_in_chromium(browser, merge_repo, no_outbound, tmp_path):
     upload.write_text(json.dumps(uploaded))
     with served(app.build_demo(merge_repo)) as url, page_at(browser, url) as page:
         page.get_by_text(f"{merge_repo}: zoo").wait_for()
+        families = view.report["clustering"]["families"]
+        # Gradio renders components one after another: wait for the last family line, not just the header
+        page.get_by_text(f"family {len(families) - 1}: ").first.wait_for()
         body = page.inner_text("body")
-        for i, family in enumerate(view.report["clustering"]["families"]):
+        for i, family in enumerate(families):
             assert f"family {i}: {', '.join(family)}" in body
         # the first recipe is shown and downloads as the YAML stored in the repo, byte for byte
         first = next(iter(view.recipes))
