@@ -1,7 +1,8 @@
 """p-diff and COND P-DIFF: diffusers pipelines that generate network parameters and LoRA adapters.
 
-Import this package before ``PDiffPipeline.from_pretrained`` / ``CondPDiffPipeline.from_pretrained``:
-diffusers finds the non-diffusers components of a saved pipeline only among imported modules.
+hubtools' ``PDiffPipeline.from_pretrained`` / ``CondPDiffPipeline.from_pretrained`` load saved folders
+(the self-contained layout and the older one) with hubtools' own classes; without hubtools,
+``DiffusionPipeline.from_pretrained(path, trust_remote_code=True)`` loads the code the folder carries.
 """
 
 from hubtools.paramgen.collect import CheckpointSet, collect_checkpoints, stack_checkpoints

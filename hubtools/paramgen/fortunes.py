@@ -47,28 +47,51 @@ TRAIN_TASKS = (
 HELD_OUT_TASK = FortunesTask("computers", "food")
 PRETEXT_TASK = FortunesTask("literature", "science")
 
+# A larger family: every pair of five categories (the first-listed category is class 0), eight trained and
+# two held out. Each held-out pair's categories occur in three training pairs each, so a generator that
+# composes what it learnt could answer them; with four unrelated training pairs it cannot.
+MANY_CATEGORIES = ("computers", "politics", "art", "work", "food")
+MANY_HELD_OUT = (FortunesTask("computers", "food"), FortunesTask("art", "work"))
+MANY_TRAIN_TASKS = tuple(
+    FortunesTask(a, b)
+    for i, a in enumerate(MANY_CATEGORIES)
+    for b in MANY_CATEGORIES[i + 1 :]
+    if FortunesTask(a, b) not in MANY_HELD_OUT
+)
+
 
 @dataclass
 class TaskData:
     train: dict[str, torch.Tensor]
     test: dict[str, torch.Tensor]
+    val: dict[str, torch.Tensor] | None = None  # for choosing among models; never the reported split
 
 
 def load_task(
-    task: FortunesTask, tokenizer, n_train: int = 96, n_test: int = 48, max_length: int = 32, seed: int = 0
+    task: FortunesTask,
+    tokenizer,
+    n_train: int = 96,
+    n_test: int = 48,
+    max_length: int = 32,
+    seed: int = 0,
+    n_val: int = 0,
 ) -> TaskData:
-    """Balanced, tokenised train/test splits (``n_*`` quotes per class; the splits never share a quote)."""
+    """Balanced, tokenised train/validation/test splits (``n_*`` quotes per class; no quote in two splits)."""
     rng = random.Random(seed)
-    rows: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
+    rows: dict[str, list[tuple[str, int]]] = {"train": [], "test": [], "val": []}
     for label, cat in enumerate((task.cat_a, task.cat_b)):
         quotes = [q for q in fortunes(cat) if len(q) >= 20]
         rng.shuffle(quotes)
-        if len(quotes) < n_train + n_test:
-            raise ValueError(f"fortunes category {cat!r} has {len(quotes)} quotes; need {n_train + n_test}")
+        need = n_train + n_test + n_val
+        if len(quotes) < need:
+            raise ValueError(f"fortunes category {cat!r} has {len(quotes)} quotes; need {need}")
         rows["train"] += [(q, label) for q in quotes[:n_train]]
         rows["test"] += [(q, label) for q in quotes[n_train : n_train + n_test]]
-    out = {}
+        rows["val"] += [(q, label) for q in quotes[n_train + n_test : need]]
+    out: dict[str, dict[str, torch.Tensor] | None] = {"val": None}
     for split, items in rows.items():
+        if not items:
+            continue
         rng.shuffle(items)
         enc = tokenizer(
             [q for q, _ in items],
@@ -82,7 +105,7 @@ def load_task(
             "attention_mask": enc["attention_mask"],
             "labels": torch.tensor([y for _, y in items]),
         }
-    return TaskData(out["train"], out["test"])
+    return TaskData(out["train"], out["test"], out["val"])
 
 
 def load_minilm() -> tuple[nn.Module, object]:
@@ -169,14 +192,22 @@ def make_lora_trainer(
 
 
 @torch.no_grad()
-def lora_accuracy(
+def lora_predictions(
     peft_encoder: nn.Module, head: nn.Linear, data: dict[str, torch.Tensor], state=None
-) -> float:
-    """Accuracy (%) of encoder+head on ``data``; ``state`` (a saved-adapter state dict) is loaded first."""
+) -> torch.Tensor:
+    """Predicted class of every example of ``data`` (for accuracy and for wrong-prediction overlap)."""
     from peft import set_peft_model_state_dict
 
     if state is not None:
         set_peft_model_state_dict(peft_encoder, state)
     peft_encoder.eval()
-    logits = head(pooled(peft_encoder, data))
-    return float((logits.argmax(1) == data["labels"]).float().mean()) * 100.0
+    return head(pooled(peft_encoder, data)).argmax(1)
+
+
+@torch.no_grad()
+def lora_accuracy(
+    peft_encoder: nn.Module, head: nn.Linear, data: dict[str, torch.Tensor], state=None
+) -> float:
+    """Accuracy (%) of encoder+head on ``data``; ``state`` (a saved-adapter state dict) is loaded first."""
+    pred = lora_predictions(peft_encoder, head, data, state)
+    return float((pred == data["labels"]).float().mean()) * 100.0

@@ -1,9 +1,13 @@
 """The trainable components of p-diff / COND P-DIFF, as diffusers ``ModelMixin`` + ``ConfigMixin`` classes.
 
 Being diffusers models is what lets a pipeline holding them ``save_pretrained`` /
-``from_pretrained`` / ``push_to_hub`` without custom code. diffusers resolves a
-non-diffusers component by looking up the names ``ModelMixin`` (and ``SchedulerMixin``) in
-the namespace of the module that defines it, so this module imports them by those names.
+``from_pretrained`` / ``push_to_hub``. diffusers resolves a non-diffusers component by looking
+up the names ``ModelMixin`` (and ``SchedulerMixin``) in the namespace of the module that
+defines it, so this module imports them by those names.
+
+A saved pipeline carries a byte-for-byte copy of this file in each of these components'
+folders, and diffusers loads it from there as remote code (``trust_remote_code=True``) where
+hubtools is not installed: so it imports only torch and diffusers.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ class ParamAutoencoder(ModelMixin, ConfigMixin):
 
     Encoder: 4 blocks, each a "same"-padded conv then a stride-``fold_rate`` conv, so the
     padded length ``L = l * fold_rate**4`` with ``l = ceil(d / fold_rate**4)`` folds to ``l``
-    exactly (the anchor's unpadded convs crash for ``d < 625``; see the spec, section 3).
+    exactly (the anchor's unpadded convs crash for ``d < 625``).
     The decoder mirrors it with transposed convs. ``param_spec`` (a :class:`ParamSpec` dict)
     is carried in the config so a saved pipeline knows which tensors its vectors fill.
     """
@@ -304,7 +308,7 @@ class ParamNormalizer(ModelMixin, ConfigMixin):
 
     COND P-DIFF's anchor normalises per task, which makes the condition nearly irrelevant
     (de-normalising with a task's statistics already gives its mean checkpoint); ``global`` is
-    the default so the condition has to carry the task. See the spec, section 3.
+    the default so the condition has to carry the task.
     """
 
     @register_to_config

@@ -4,33 +4,52 @@ Sampling is plain ancestral DDPM on the autoencoder's latent (any diffusers sche
 same config works, e.g. ``DDIMScheduler.from_config(pipe.scheduler.config)`` for a 50-step
 path), with one p-diff detail diffusers' schedulers do not do: the latent is clamped to
 [-1, 1] after every step, because the autoencoder's latents live in tanh's range.
+
+A saved pipeline folder carries byte-for-byte copies of this file, ``models.py`` and ``spec.py``,
+so that ``DiffusionPipeline.from_pretrained(folder_or_repo, trust_remote_code=True)`` loads it
+where hubtools is not installed. That is why these three files import only torch, diffusers,
+huggingface_hub and each other, and only relatively: diffusers copies a shipped file's relative
+imports next to it.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import json
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DiffusionPipeline, SchedulerMixin
+from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
-from hubtools.paramgen.models import (
+from .models import (
     ConditionEncoder,
     CondParamDenoiser,
     ParamAutoencoder,
     ParamDenoiser,
     ParamNormalizer,
 )
-from hubtools.paramgen.spec import ParamSpec, ParamSpecError
+from .spec import ArtifactError, ParamSpec, ParamSpecError
 
 Condition = int | str | Sequence[int] | Sequence[str] | torch.Tensor
+
+# Components a saved folder ships the code of, by the class name model_index.json records.
+_OWN_COMPONENTS = {
+    cls.__name__: cls
+    for cls in (ParamAutoencoder, ParamDenoiser, CondParamDenoiser, ConditionEncoder, ParamNormalizer)
+}
+# Libraries whose classes a plain diffusers install loads without shipped code.
+_LIBRARIES = ("diffusers", "transformers")
+# The shipped files, as module names: model_index.json refers to them by these names.
+_PIPELINE_MODULE, _MODELS_MODULE, _SPEC_MODULE = "pipelines", "models", "spec"
 
 
 @dataclass
@@ -41,19 +60,27 @@ class ParamGenOutput(BaseOutput):
 
 
 class _ParamGenMixin:
-    """What both pipelines share: the latent sampling loop and writing vectors into host copies."""
+    """What both pipelines share: the self-contained folder layout, the latent sampling loop and
+    writing vectors into host copies."""
 
+    # The components' classes are named here, on the class, and not in the pipelines' __init__
+    # signatures (which say ModelMixin): diffusers checks what it loaded against the __init__
+    # annotations with isinstance, and as remote code it re-executes models.py for every component
+    # it loads, so their classes are never the ones this module imported.
     autoencoder: ParamAutoencoder
     scheduler: SchedulerMixin
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike[str], **kwargs: Any):
-        """Load from a folder or a Hub repo id (snapshot first).
+        """Load a saved folder or a Hub repo id (snapshot first), old layout or self-contained.
 
-        diffusers' Hub code path refuses a component whose library is neither diffusers,
-        transformers nor a ``.py`` file in the repo (``hubtools.paramgen.models`` is an
-        installed module), while its local-folder path resolves imported modules fine; so a
-        repo is downloaded with ``snapshot_download`` and loaded as a folder.
+        Components are built here from model_index.json rather than by diffusers: diffusers sends
+        a folder whose ``_class_name`` names a shipped file to that file as remote code (and asks
+        for ``trust_remote_code``) even when called on this class, and it resolves the older
+        layout's ``["hubtools.paramgen.models", ...]`` entries only among imported modules (on the
+        Hub not at all). Our own components load with this module's classes, ``diffusers`` and
+        ``transformers`` ones (scheduler, text encoder, tokenizer) with theirs; no shipped code runs.
+        Components passed as keyword arguments are used as given (``None`` drops an optional one).
         """
         path = Path(pretrained_model_name_or_path)
         if not path.is_dir():
@@ -62,7 +89,73 @@ class _ParamGenMixin:
             hub_keys = ("revision", "token", "cache_dir", "local_files_only", "force_download")
             hub_kwargs = {k: kwargs.pop(k) for k in hub_keys if k in kwargs}
             path = Path(snapshot_download(str(pretrained_model_name_or_path), **hub_kwargs))
-        return super().from_pretrained(path, **kwargs)
+        expected, _ = cls._get_signature_keys(cls)
+        passed = {k: kwargs.pop(k) for k in expected if k in kwargs}
+        if kwargs:
+            raise TypeError(
+                f"{cls.__name__}.from_pretrained got unexpected keyword arguments {sorted(kwargs)}"
+            )
+        index = _read_index(path)
+        saved = index.get("_class_name")
+        saved_name = saved[-1] if isinstance(saved, list) else saved
+        if saved_name not in {c.__name__ for c in cls.__mro__}:
+            raise ArtifactError(f"{path} holds a {saved_name} pipeline, not a {cls.__name__}")
+        components = {}
+        for name in expected:
+            if name in passed:
+                components[name] = passed[name]
+                continue
+            library, class_name = index.get(name) or (None, None)
+            if class_name is None:
+                if name not in cls._optional_components:
+                    raise ArtifactError(f"{path}/model_index.json names no {name!r} component")
+                components[name] = None
+            else:
+                components[name] = _component_class(path, name, library, class_name).from_pretrained(
+                    path / name
+                )
+        pipe = cls(**components)
+        pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
+        return pipe
+
+    def save_pretrained(
+        self, save_directory: str | os.PathLike[str], *args: Any, push_to_hub: bool = False, **kwargs: Any
+    ) -> None:
+        """diffusers' save, then make the folder carry its own code (pushed afterwards if asked).
+
+        diffusers records a component under the module defining its class
+        (``hubtools.paramgen.models``, or ``diffusers_modules.local.models`` when this pipeline was
+        itself loaded as remote code), which no process without that module can import. The index
+        is rewritten to name the shipped files instead, ``["pipelines", "PDiffPipeline"]`` and
+        ``["models", "<class>"]``, and the files are copied from this module's own folder (which,
+        for remote code, holds the copies diffusers made). diffusers' own ``push_to_hub=True``
+        would upload before the rewrite, so the push is done here, after it; ``push_to_hub()``
+        calls this method, so pushed repos get the same layout.
+        """
+        push_keys = ("repo_id", "commit_message", "private", "token", "create_pr")
+        push_kwargs = {k: kwargs.pop(k) for k in push_keys if k in kwargs}
+        super().save_pretrained(save_directory, *args, **kwargs)
+        folder = Path(save_directory)
+        code = Path(__file__).parent
+        index = _read_index(folder)
+        pipeline_cls = next(c for c in type(self).__mro__ if c.__module__ == __name__)
+        index["_class_name"] = [_PIPELINE_MODULE, pipeline_cls.__name__]
+        # Where this pipeline was loaded from (a local or cache path) says nothing about the saved
+        # folder, and would make a re-saved folder differ from the original and leak into pushed repos.
+        index.pop("_name_or_path", None)
+        for name, entry in index.items():
+            if isinstance(entry, list) and entry[-1] in _OWN_COMPONENTS and entry[0] not in _LIBRARIES:
+                index[name] = [_MODELS_MODULE, entry[-1]]
+                shutil.copyfile(code / f"{_MODELS_MODULE}.py", folder / name / f"{_MODELS_MODULE}.py")
+        for module in (_PIPELINE_MODULE, _MODELS_MODULE, _SPEC_MODULE):
+            shutil.copyfile(code / f"{module}.py", folder / f"{module}.py")
+        # diffusers' own format for model_index.json
+        (folder / "model_index.json").write_text(
+            json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        if push_to_hub:
+            save_kwargs = {k: kwargs[k] for k in ("safe_serialization", "variant") if k in kwargs}
+            self.push_to_hub(push_kwargs.pop("repo_id", folder.name), **push_kwargs, **save_kwargs)
 
     @property
     def param_spec(self) -> ParamSpec:
@@ -103,6 +196,29 @@ class _ParamGenMixin:
         return x.reshape(num, channels, length)
 
 
+def _read_index(folder: Path) -> dict[str, Any]:
+    """model_index.json of a saved pipeline folder, or an ArtifactError that names the folder."""
+    try:
+        return json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ArtifactError(
+            f"{folder}: cannot read the model_index.json of a saved pipeline: {err}"
+        ) from None
+
+
+def _component_class(folder: Path, name: str, library: str | None, class_name: str) -> type:
+    """The class that loads one model_index.json entry: ours (whatever module was recorded) or a library's."""
+    if class_name in _OWN_COMPONENTS and library not in _LIBRARIES:
+        return _OWN_COMPONENTS[class_name]
+    found = getattr(importlib.import_module(library), class_name, None) if library in _LIBRARIES else None
+    if found is None:
+        raise ArtifactError(
+            f"{folder}/model_index.json: component {name!r} is [{library!r}, {class_name!r}], which this "
+            "pipeline cannot load"
+        )
+    return found
+
+
 def _check_num(num_models: int | None, num_samples: int | None) -> int:
     if num_models is not None and num_samples is not None and num_models != num_samples:
         raise ValueError("give num_models or num_samples (the same thing), not both")
@@ -121,13 +237,15 @@ class PDiffPipeline(_ParamGenMixin, DiffusionPipeline):
 
     _optional_components = ["normalizer"]
     model_cpu_offload_seq = "denoiser->autoencoder"
+    denoiser: ParamDenoiser
+    normalizer: ParamNormalizer | None
 
     def __init__(
         self,
-        autoencoder: ParamAutoencoder,
-        denoiser: ParamDenoiser,
+        autoencoder: ModelMixin,
+        denoiser: ModelMixin,
         scheduler: SchedulerMixin,
-        normalizer: ParamNormalizer | None = None,
+        normalizer: ModelMixin | None = None,
     ) -> None:
         super().__init__()
         self.register_modules(
@@ -166,12 +284,16 @@ class CondPDiffPipeline(_ParamGenMixin, DiffusionPipeline):
     _optional_components = ["text_encoder", "tokenizer"]
     model_cpu_offload_seq = "text_encoder->condition_encoder->denoiser->autoencoder"
 
+    denoiser: CondParamDenoiser
+    condition_encoder: ConditionEncoder
+    normalizer: ParamNormalizer
+
     def __init__(
         self,
-        autoencoder: ParamAutoencoder,
-        denoiser: CondParamDenoiser,
-        condition_encoder: ConditionEncoder,
-        normalizer: ParamNormalizer,
+        autoencoder: ModelMixin,
+        denoiser: ModelMixin,
+        condition_encoder: ModelMixin,
+        normalizer: ModelMixin,
         scheduler: SchedulerMixin,
         text_encoder: nn.Module | None = None,
         tokenizer=None,

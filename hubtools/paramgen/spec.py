@@ -8,6 +8,7 @@ checked against the network it is written into instead of failing deep inside to
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -18,7 +19,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from hubtools.errors import ArtifactError, ConfigError
+# This file is also shipped inside every saved pipeline folder, where diffusers loads it as remote
+# code in a process that may not have hubtools: there plain ValueError stands in for hubtools' error
+# classes (which hubtools' CLI reports cleanly). They are looked up with importlib, not a `from`
+# import in this try block, because diffusers scans shipped files for `from X import` lines and
+# warns that a missing X is required, wherever the line stands.
+try:
+    _errors = importlib.import_module("hubtools.errors")
+    ConfigError = _errors.ConfigError
+    ArtifactError = _errors.ArtifactError
+except ImportError:
+    ConfigError = ArtifactError = ValueError
 
 
 class ParamSpecError(ConfigError):
@@ -87,9 +98,9 @@ class ParamSpec:
     @classmethod
     def from_peft(cls, peft_model: nn.Module, include_modules_to_save: bool = False) -> ParamSpec:
         """The ``lora_A``/``lora_B`` tensors of a PEFT model's saved state dict, sorted by key."""
-        from peft import get_peft_model_state_dict
-
-        state = get_peft_model_state_dict(peft_model)
+        # importlib, not a `from peft import` line: a shipped copy of this file would make diffusers warn
+        # that peft is required just to load a pipeline (see the hubtools.errors look-up above).
+        state = importlib.import_module("peft").get_peft_model_state_dict(peft_model)
         keep = {
             k: v
             for k, v in state.items()

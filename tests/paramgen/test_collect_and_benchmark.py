@@ -59,23 +59,45 @@ def test_benchmark_smoke(tmp_path):
     for case, dim, n in (("digits", 128, 10), ("effnet", 2560, 5)):
         for group in bench.PDIFF_ARMS:
             r = runs[f"{case}/{group}"]
-            assert (
-                r.seed == 0 and 0.0 <= r.metrics["min"] <= r.metrics["median"] <= r.metrics["best"] <= 100.0
-            )
-            assert len(r.extra["scores"]) == r.metrics["n"]  # the raw per-model accuracies
+            m = r.metrics
+            assert r.seed == 0 and 0.0 <= m["min"] <= m["median"] <= m["best_test_max"] <= 100.0
+            assert len(r.extra["test"]) == len(r.extra["val"]) == m["n"]  # the raw per-model accuracies
+            # "best" is the test accuracy of the model that is best on validation, recomputed here
+            best_val = max(range(m["n"]), key=lambda i: (r.extra["val"][i], -i))
+            assert m["best"] == r.extra["test"][best_val]
+            if group != "checkpoint_mean":
+                assert len(r.extra["max_iou"]) == m["n"] and all(0.0 <= v <= 1.0 for v in r.extra["max_iou"])
         assert runs[f"{case}/generated_ddpm"].metrics["n"] == n
+        assert runs[f"{case}/checkpoint_mean"].metrics["n"] == 1
+        assert runs[f"{case}/interpolation"].metrics["n"] == n
+        # the matched-noise control sits at the generated vectors' distance from the originals (by construction)
+        ratio = (
+            runs[f"{case}/matched_noise"].metrics["novelty_ratio"]
+            / runs[f"{case}/generated_ddpm"].metrics["novelty_ratio"]
+        )
+        assert 0.75 < ratio < 1.25
+        assert (
+            runs[f"{case}/interpolation"].metrics["novelty_ratio"]
+            < runs[f"{case}/matched_noise"].metrics["novelty_ratio"]
+        )
         pipe = runs[f"{case}/pipeline"].metrics
         assert pipe["dim"] == dim and pipe["novelty_ratio"] > 0 and pipe["generate_ddim_s"] > 0
         assert len(runs[f"{case}/pipeline"].extra["curves"]["denoiser"]) >= 3  # enough points for the plateau
+    assert set(result.details["checks"]) == {"digits", "effnet"}
     held = "cond/computers-vs-food"
     assert f"{held}/original" not in runs and 0.0 <= runs[f"{held}/base"].metrics["median"] <= 100.0
     assert runs[f"{held}/generated"].metrics["n"] == 3
+    assert runs[f"{held}/info"].extra["transfer_from"] in {"computers-vs-love", "science-vs-food"}
+    assert len(runs[f"{held}/info"].extra["nearest_trained_task"]) == 3
     assert 0.0 <= runs["cond/computers-vs-love/original"].metrics["median"] <= 100.0
+    assert runs["cond/computers-vs-love/target_head"].metrics["n"] == 1
     tables = {t.title: t for t in result.tables}
-    assert any("(held out)" in row[0] for row in tables["COND P-DIFF per task: median accuracy (%)"].rows)
+    cond_title = bench.TITLES["cond"] + ": median test accuracy (%) per task"
+    assert any("(held out)" in row[0] for row in tables[cond_title].rows)
     digits = tables[bench.TITLES["digits"] + ": test accuracy (%)"]
     assert [row[1] for row in digits.rows] == [f"digits/{g}" for g in bench.PDIFF_ARMS]
-    assert result.verdict.startswith("digits: ") and "COND P-DIFF" in result.verdict
+    assert bench.TITLES["digits"] + ": similarity to the nearest original" in tables
+    assert result.verdict.startswith("digits: ") and "cond: " in result.verdict
     for case in ("digits", "effnet"):
         assert (out / f"paramgen_{case}_seed0.png").stat().st_size > 1000
     assert (out / "paramgen.md").read_text().startswith("# p-diff")

@@ -102,8 +102,8 @@ def test_pdiff_save_load_fresh_process(tmp_path):
     expected = sample(pipe)
     save_pipeline(pipe, tmp_path / "pipe", host_model="test host", num_checkpoints=10)
     index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
-    assert index["autoencoder"] == ["hubtools.paramgen.models", "ParamAutoencoder"]
-    assert index["denoiser"] == ["hubtools.paramgen.models", "ParamDenoiser"]
+    assert index["autoencoder"] == ["models", "ParamAutoencoder"]
+    assert index["denoiser"] == ["models", "ParamDenoiser"]
     assert index["scheduler"][1] == "DDPMScheduler"
     assert "p-diff" in (tmp_path / "pipe" / "README.md").read_text()
     code = (
