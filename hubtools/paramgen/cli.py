@@ -263,12 +263,20 @@ def evaluate_command(
     steps: int | None,
     seed: int,
 ) -> None:
-    """Test accuracy of N generated vs all collected models in the same frozen host, novelty, histogram."""
+    """Test accuracy of N generated vs all collected models in the same frozen host, novelty, histogram.
+
+    Behaviour too: each model's most similar original by the IoU of their sets of misclassified test
+    images (originals against the other originals) -- generated models as similar to an original as
+    originals are to each other make the same mistakes, however far their parameters are.
+    """
     out = _need_out(out)
+
+    import torch
 
     from hubtools.paramgen import CheckpointSet
     from hubtools.paramgen.digits import DigitsCNN, accuracy, load_digits_splits
     from hubtools.paramgen.evaluate import evaluate_vectors, plot_histogram, write_report
+    from hubtools.paramgen.similarity import nearest_similarity
 
     try:
         ckpts = CheckpointSet.load_from_disk(checkpoints)
@@ -291,6 +299,19 @@ def evaluate_command(
             ckpts.params,
             recon,
         )
+
+        @torch.no_grad()
+        def predict(vecs: torch.Tensor):
+            return torch.stack(
+                [ckpts.spec.model_with(host, v).eval()(splits.x_test).argmax(1) for v in vecs]
+            ).numpy()
+
+        y = splits.y_test.numpy()
+        orig_pred = predict(ckpts.params)
+        report["similarity"] = {
+            "generated": nearest_similarity(predict(params), orig_pred, y).summary(),
+            "original": nearest_similarity(orig_pred, orig_pred, y, same_models=True).summary(),
+        }
     except HubtoolsError as err:
         _fail(err)
     write_report(report, out / "evaluation.json")
@@ -308,5 +329,14 @@ def evaluate_command(
     nov = report["novelty"]
     click.echo(
         f"nearest-checkpoint L2: generated {nov['nn_dist_gen_to_orig_median']:.4f} vs original-original "
-        f"{nov['nn_dist_orig_to_orig_median']:.4f} (ratio {nov['novelty_ratio']:.2f}) -> {out}"
+        f"{nov['nn_dist_orig_to_orig_median']:.4f} (ratio {nov['novelty_ratio']:.2f})"
     )
+    sim = report["similarity"]
+    click.echo(
+        f"max IoU of test errors with the nearest original (median): generated "
+        f"{sim['generated']['max_iou_median']:.3f} vs originals among themselves "
+        f"{sim['original']['max_iou_median']:.3f} -> {out}"
+    )
+
+
+from hubtools.paramgen import cond_cli  # noqa: E402, F401  (registers `hubtools paramgen cond`)

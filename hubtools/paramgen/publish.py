@@ -66,8 +66,26 @@ def checkpoint_card(repo_id: str | None, num_checkpoints: int, dim: int, host_mo
     return str(card)
 
 
-def generated_adapter_card(base_model: str, pipeline_repo: str, condition: str, seed: int) -> str:
-    """The card of a generated PEFT adapter: it says *generated*, by which pipeline, for which condition and seed."""
+def generated_adapter_card(
+    base_model: str,
+    pipeline_repo: str,
+    condition: str,
+    seed: int,
+    *,
+    usage_code: str | None = None,
+    notes: str | None = None,
+) -> str:
+    """The card of a generated PEFT adapter: it says *generated*, by which pipeline, for which condition and seed.
+
+    ``usage_code`` replaces the default PEFT snippet (e.g. a one-call classifier load); ``notes`` says
+    what in the folder was *not* generated (a copied head, a tokenizer).
+    """
+    if usage_code is None:
+        usage_code = (
+            "from peft import PeftModel\nfrom transformers import AutoModel\n\n"
+            f'base = AutoModel.from_pretrained("{base_model}")\n'
+            'model = PeftModel.from_pretrained(base, "ADAPTER_FOLDER_OR_REPO")'
+        )
     card = render_card(
         "model",
         card_data={
@@ -79,5 +97,7 @@ def generated_adapter_card(base_model: str, pipeline_repo: str, condition: str, 
         model_name=f"Generated LoRA adapter ({condition[:60]})",
         summary=f"A LoRA adapter **generated** (not trained) by the COND P-DIFF pipeline `{pipeline_repo}` for the "
         f'condition: "{condition}" (generator seed {seed}). Check it on held-out data before use.',
+        usage_code=usage_code,
+        training_procedure=notes,
     )
     return str(card)

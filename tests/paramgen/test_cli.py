@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from hubtools.cli import main
@@ -56,7 +57,33 @@ def test_collect_train_generate_evaluate(tmp_path):
     report = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert report["generated"]["n"] == 4 and report["original"]["n"] == 6
     assert (tmp_path / "ev" / "histogram.png").stat().st_size > 1000
-    assert "nearest-checkpoint" in r.output
+    assert "nearest-checkpoint" in r.output and "max IoU of test errors" in r.output
+    # the originals' behavioural similarity, recomputed here from their sets of misclassified test images
+    import statistics
+
+    import torch
+
+    from hubtools.paramgen import CheckpointSet
+    from hubtools.paramgen.digits import DigitsCNN, load_digits_splits
+
+    ckpts = CheckpointSet.load_from_disk(ck)
+    splits = load_digits_splits(ckpts.info.get("seed", 0))
+    host = ckpts.host(DigitsCNN())
+    with torch.no_grad():
+        wrong = [
+            set(
+                torch.nonzero(ckpts.spec.model_with(host, v).eval()(splits.x_test).argmax(1) != splits.y_test)
+                .flatten()
+                .tolist()
+            )
+            for v in ckpts.params
+        ]
+    best = [
+        max((len(a & b) / len(a | b)) if a | b else 1.0 for j, b in enumerate(wrong) if j != i)
+        for i, a in enumerate(wrong)
+    ]
+    assert report["similarity"]["original"]["max_iou_median"] == pytest.approx(statistics.median(best))
+    assert 0.0 <= report["similarity"]["generated"]["max_iou_median"] <= 1.0
 
 
 def test_cli_bad_input(tmp_path):
