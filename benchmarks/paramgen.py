@@ -28,9 +28,10 @@ fit on the task. "best" is the test accuracy of the model best on a validation s
 test. Behaviour: each model's most similar original by the IoU of their sets of misclassified test
 examples (the p-diff memorisation test) and their prediction agreement, next to the originals' own.
 Every vector is scored inside the same frozen host; originals are all collected checkpoints (or a fixed
-stride), one per epoch of subset-only training as in p-diff. DDPM-1000 and DDIM-50 are timed on the same trained pipeline. Arms of one case share the seed's
-checkpoints, so every comparison is paired by seed; a shortfall of the generated models only counts as
-"not reproduced" when the denoiser's training loss had plateaued.
+stride), one per epoch of subset-only training as in p-diff. DDPM-1000 and DDIM-50 are timed on the
+same trained pipeline. Arms of one case share the seed's checkpoints, so every comparison is paired by
+seed; a shortfall of the generated models only counts as "not reproduced" when the denoiser's training
+loss had plateaued.
 
 Writes ``paramgen.{json,md}`` and per p-diff case and seed a score histogram with the accuracy-vs-IoU
 scatter (``paramgen_<case>_seed<seed>.png``) through the shared harness. Work folders go under ``--work``.
