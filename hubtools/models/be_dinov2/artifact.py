@@ -69,7 +69,11 @@ def save_backbone(
     ``zoo_fields`` (modality, anatomy, task, reproduce) go to the card for the model zoo.
     """
     out_dir = Path(out_dir)
-    card_data: dict[str, Any] = {"license": "apache-2.0", "tags": RETINA_TAGS}
+    # Converted weights carry their source's licence (RETFound: cc-by-nc-4.0); hubtools' own default otherwise.
+    card_data: dict[str, Any] = {
+        "license": getattr(model.config, "weights_license", None) or "apache-2.0",
+        "tags": RETINA_TAGS,
+    }
     if base_model:
         card_data["base_model"] = base_model
     if datasets:

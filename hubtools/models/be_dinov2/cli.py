@@ -396,6 +396,18 @@ class ConvertConfig(StrictModel):
     out: Path | None = None
     expanded_indices: list[int] | None = None
     num_heads: int | None = None
+    source: Literal["dinov2", "dinov2-train", "retfound-mae", "retfound-dinov2"] | None = None
+    use_student: bool = False
+    license: str | None = None
+    push: str | None = None
+
+
+_SOURCE_SUMMARIES = {
+    "dinov2": "Original-format DINOv2 / DINORET weights",
+    "dinov2-train": "The {branch} backbone of a DINOv2-recipe training checkpoint",
+    "retfound-mae": "RETFound (ViT pre-trained with MAE on retinal images)",
+    "retfound-dinov2": "RETFound (ViT pre-trained with the DINOv2 recipe on retinal images)",
+}
 
 
 @be_dinov2_group.command("convert")
@@ -403,9 +415,26 @@ class ConvertConfig(StrictModel):
     "--pth",
     type=click.Path(dir_okay=False, path_type=Path),
     required=False,
-    help="Original-format checkpoint (dinoret.pth, bedinoret.pth, torch.hub DINOv2).",
+    help="Checkpoint: dinoret.pth / bedinoret.pth / torch.hub DINOv2, a DINOv2 training checkpoint, RETFound.",
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=False)
+@click.option(
+    "--source",
+    type=click.Choice(["dinov2", "dinov2-train", "retfound-mae", "retfound-dinov2"]),
+    default=None,
+    help="Checkpoint layout [default: detected from the keys and file name; an error lists what was found].",
+)
+@click.option(
+    "--use-student",
+    is_flag=True,
+    default=False,
+    help="Training checkpoints: keep the student backbone instead of the teacher.",
+)
+@click.option(
+    "--license",
+    default=None,
+    help="Licence id of the weights [default: from the source: apache-2.0 for DINOv2, cc-by-nc-4.0 for RETFound].",
+)
 @click.option(
     "--expanded-indices",
     callback=_int_list,
@@ -413,22 +442,49 @@ class ConvertConfig(StrictModel):
     help="Which blocks are the inserted ones (BE-DINORET weights: 4,9,14).",
 )
 @click.option("--num-heads", type=int, default=None, help="[default: hidden_size // 64]")
+@click.option("--push", default=None, help="Also publish the folder as this Hub repo (ORG/NAME).")
 @config_option(ConvertConfig)
 def convert_command(
-    pth: Path | None, out: Path | None, expanded_indices: list[int] | None, num_heads: int | None
+    pth: Path | None,
+    out: Path | None,
+    source: str | None,
+    use_student: bool,
+    license: str | None,
+    expanded_indices: list[int] | None,
+    num_heads: int | None,
+    push: str | None,
 ) -> None:
-    """Convert original DINORET / DINOv2 weights to a be-dinov2 Hub folder (weights_only load)."""
+    """Convert DINOv2 / DINORET / RETFound weights to a be-dinov2 Hub folder (weights_only load).
+
+    Heads, the MAE decoder and the other branch of a training checkpoint are dropped and listed; the
+    source's licence goes to the config (weights_license) and the card.
+    """
+    from hubtools.hub.publish import push_artifact
     from hubtools.models.be_dinov2.artifact import save_backbone
     from hubtools.models.be_dinov2.convert import convert_checkpoint
 
     if pth is None or out is None:
         raise click.UsageError("--pth and --out are required (as flags or in --config)")
     try:
-        model = convert_checkpoint(pth, expanded_indices, num_heads)
-        save_backbone(model, out, training_procedure=f"Converted from `{pth.name}`.")
+        model, info = convert_checkpoint(
+            pth, expanded_indices, num_heads, source=source, use_student=use_student, license=license
+        )
+        summary = _SOURCE_SUMMARIES[info.source].format(branch=info.branch) + (
+            f", converted to the be-dinov2 transformers family. Weights licence: {info.license}"
+            + (" (non-commercial use only)." if "-nc" in info.license else ".")
+        )
+        save_backbone(
+            model,
+            out,
+            repo_id=push,
+            summary=summary,
+            training_procedure=f"Converted from `{pth.name}` with `hubtools be-dinov2 convert`: {info.summary()}.",
+        )
+        if push:
+            push_artifact(out, push)
     except (HubtoolsError, OSError, ValueError) as err:
         raise _fail(err) from None
     click.echo(
         f"converted {pth} ({model.config.num_hidden_layers} layers, expanded "
-        f"{model.config.expanded_layer_indices}) -> {out}"
+        f"{model.config.expanded_layer_indices}) -> {out}\n{info.summary()}"
     )

@@ -11,6 +11,7 @@ from transformers import Dinov2Config
 
 EXPANSION_INITS = ("layerscale_zero", "zero_out")
 HEAD_POOLINGS = ("cls", "mean_patch", "cls_mean")
+_BACKBONE_AUTO_MAP = {"AutoBackbone": "modeling_be_dinov2.BeDinov2Backbone"}
 
 
 class BeDinov2Config(Dinov2Config):
@@ -27,6 +28,13 @@ class BeDinov2Config(Dinov2Config):
         head_pooling: feature fed to the classification head: ``"cls"``, ``"mean_patch"`` or ``"cls_mean"``
             (concatenation, as `Dinov2ForImageClassification`).
         classifier_num_layers: 1 = one Linear; n > 1 adds (n - 1) [BatchNorm, Linear, LeakyReLU, Dropout] blocks.
+        num_register_tokens: DINOv2-with-registers tokens inserted after CLS (0 = none). They take part in
+            attention and are left out of ``last_hidden_state``/``hidden_states`` (returned as ``register_tokens``).
+        weights_license: licence of the weights when it is not the project default (e.g. ``"cc-by-nc-4.0"`` for
+            RETFound-based weights); the model card takes its ``license`` from here.
+
+    ``auto_map`` always names ``modeling_be_dinov2.BeDinov2Backbone`` for ``AutoBackbone``, so every saved
+    folder also loads as a feature-map backbone (segmentation, detection) with ``trust_remote_code=True``.
     """
 
     model_type = "be-dinov2"
@@ -38,6 +46,8 @@ class BeDinov2Config(Dinov2Config):
     head_pooling: str = "cls"
     classifier_num_layers: int = 1
     classifier_dropout: float = 0.0
+    num_register_tokens: int = 0
+    weights_license: str | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -71,6 +81,15 @@ class BeDinov2Config(Dinov2Config):
             raise ValueError(f"head_pooling must be one of {HEAD_POOLINGS}, got {self.head_pooling!r}")
         if not isinstance(self.classifier_num_layers, int) or self.classifier_num_layers < 1:
             raise ValueError(f"classifier_num_layers must be an int >= 1, got {self.classifier_num_layers!r}")
+        if (
+            not isinstance(self.num_register_tokens, int)
+            or isinstance(self.num_register_tokens, bool)
+            or self.num_register_tokens < 0
+        ):
+            raise ValueError(f"num_register_tokens must be an int >= 0, got {self.num_register_tokens!r}")
+        # save_pretrained only records the class being saved (AutoModel for a BeDinov2Model); the backbone
+        # class reads the same weights, so it is named here for every artifact.
+        self.auto_map = {**(getattr(self, "auto_map", None) or {}), **_BACKBONE_AUTO_MAP}
 
 
 __all__ = ["BeDinov2Config"]

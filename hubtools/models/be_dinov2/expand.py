@@ -82,7 +82,8 @@ def load_base(base: BaseLike, num_attention_heads: int | None = None) -> Dinov2M
             base = base.dinov2
         if not isinstance(base, Dinov2Model):
             raise ConfigError(
-                f"expected a Dinov2Model, got {type(base).__name__} (register tokens are not supported)"
+                f"expected a Dinov2Model, got {type(base).__name__} (for DINOv2 with registers or RETFound, "
+                "convert the checkpoint with `hubtools be-dinov2 convert` first)"
             )
         return base
     if isinstance(base, dict):
@@ -183,6 +184,12 @@ def expand_blocks(
     new_idx = expanded_indices(pos)
     # Built fresh from the base's fields: BeDinov2Config.from_pretrained(base) would keep model_type "dinov2".
     base_fields = {k: v for k, v in model.config.to_dict().items() if k in _CONFIG_FIELDS}
+    # a converted checkpoint's registers and source licence survive expansion
+    base_fields |= {
+        k: getattr(model.config, k)
+        for k in ("num_register_tokens", "weights_license")
+        if getattr(model.config, k, None) is not None
+    }
     config = BeDinov2Config(
         **{**base_fields, "num_hidden_layers": n + len(pos)},
         original_num_hidden_layers=n,
