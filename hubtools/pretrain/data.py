@@ -182,7 +182,7 @@ def labelled_images(
             ]
             pixels = torch.stack([to_uint8_tensor(Image.open(f), size) for f, _ in files]).float() / 255
             dataset = LabelledImages(normalize(pixels), torch.tensor([c for _, c in files]), names)
-            return dataset.subset(_keep(len(dataset), max_samples, seed))
+            return dataset.subset(keep_indices(len(dataset), max_samples, seed))
         import datasets
 
         table = (
@@ -196,17 +196,17 @@ def labelled_images(
         names = getattr(table.features[label_column], "names", None) or [
             str(v) for v in sorted(set(table[label_column]))
         ]
-        keep = _keep(len(table), max_samples, seed)
+        keep = keep_indices(len(table), max_samples, seed)
         pixels = torch.stack([to_uint8_tensor(table[int(i)][image_column], size) for i in keep]).float() / 255
         labels = torch.tensor([table[int(i)][label_column] for i in keep])
         return LabelledImages(normalize(pixels), labels, names)
-    keep = _keep(len(labels), max_samples, seed)
+    keep = keep_indices(len(labels), max_samples, seed)
     return LabelledImages(
         grayscale_to_images(images[keep], size), torch.from_numpy(np.asarray(labels)[keep]), names
     )
 
 
-def _keep(n: int, max_samples: int | None, seed: int) -> np.ndarray:
+def keep_indices(n: int, max_samples: int | None, seed: int) -> np.ndarray:
     """All indices, or a seeded random subset of ``max_samples`` of them in ascending order."""
     if max_samples is None or max_samples >= n:
         return np.arange(n)

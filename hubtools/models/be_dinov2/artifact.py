@@ -4,7 +4,7 @@ expansion, pretraining data and metrics. Written through ``atomic_dir``: whole o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +13,12 @@ from transformers import BitImageProcessorPil
 
 from hubtools.hub.artifacts import atomic_dir, save_card
 from hubtools.hub.cards import render_card
+from hubtools.models.be_dinov2.processing_fundus import FundusImageProcessor
 from hubtools.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
 
 RETINA_TAGS = ["fundus", "retina", "ophthalmology"]
+# save_pretrained copies processing_fundus.py and writes its auto_map, so the folder loads without hubtools.
+FundusImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 
 def image_processor(image_size: int) -> BitImageProcessorPil:
@@ -63,10 +66,12 @@ def save_backbone(
     model_name: str | None = None,
     summary: str | None = None,
     zoo_fields: Mapping[str, str] | None = None,
+    processor: FundusImageProcessor | BitImageProcessorPil | None = None,
 ) -> Path:
     """Save ``model`` (a ``BeDinov2Model`` or classifier) with processor and card; returns the folder.
 
-    ``zoo_fields`` (modality, anatomy, task, reproduce) go to the card for the model zoo.
+    ``zoo_fields`` (modality, anatomy, task, reproduce) go to the card for the model zoo. ``processor``
+    defaults to :func:`image_processor` at the config's ``image_size``.
     """
     out_dir = Path(out_dir)
     # Converted weights carry their source's licence (RETFound: cc-by-nc-4.0); hubtools' own default otherwise.
@@ -94,6 +99,24 @@ def save_backbone(
     )
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
-        image_processor(int(model.config.image_size)).save_pretrained(tmp)
+        (processor or image_processor(int(model.config.image_size))).save_pretrained(tmp)
         save_card(tmp, card)
     return out_dir
+
+
+def save_classifier(
+    model: nn.Module,
+    out_dir: str | Path,
+    class_names: Sequence[str],
+    processor: FundusImageProcessor,
+    **card: Any,
+) -> Path:
+    """Save a fine-tuned classifier as a folder that ``pipeline("image-classification", folder,
+    trust_remote_code=True)`` uses as it was trained: ``id2label``/``label2id`` from ``class_names`` (in
+    the label order of the data) and the training ``processor`` (its size, not the backbone config's
+    ``image_size``, which only sizes the position embeddings). ``card`` goes to :func:`save_backbone`."""
+    if len(class_names) != model.config.num_labels:
+        raise ValueError(f"{len(class_names)} class names for {model.config.num_labels} labels")
+    model.config.id2label = {i: str(name) for i, name in enumerate(class_names)}
+    model.config.label2id = {str(name): i for i, name in enumerate(class_names)}
+    return save_backbone(model, out_dir, processor=processor, **card)

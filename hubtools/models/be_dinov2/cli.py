@@ -254,6 +254,12 @@ class FinetuneCLIConfig(StrictModel):
     lr: float | None = None
     head_pooling: Literal["cls", "mean_patch", "cls_mean"] = "cls"
     ordinal_weight: float = 0.1
+    eval_every: int = 1
+    select: Literal["qwk", "auroc", "accuracy", "balanced_accuracy"] | None = None
+    referable_threshold: int | None = None
+    classes: str | list[str] | None = None
+    fov_crop: bool = True
+    clahe: bool = False
     seed: int = 0
 
 
@@ -287,21 +293,80 @@ class FinetuneCLIConfig(StrictModel):
     show_default=True,
     help="Weight of the expected squared grade distance; 0 for classes without an order.",
 )
+@click.option(
+    "--eval-every",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Score the validation split every N epochs (and at the end); the best epoch's weights are kept.",
+)
+@click.option(
+    "--select",
+    type=click.Choice(["qwk", "auroc", "accuracy", "balanced_accuracy"]),
+    default=None,
+    help="Validation metric that picks the epoch [default: qwk for > 2 classes, auroc for 2].",
+)
+@click.option(
+    "--referable-threshold",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Also report grades >= K vs < K (AUROC etc.) [default: 2 when the classes are the 5 DR grades].",
+)
+@click.option(
+    "--classes",
+    default=None,
+    help="Class order of an image folder, comma-separated (e.g. 0,1,2,3,4) [default: classes.txt in the "
+    "folder, else alphabetical].",
+)
+@click.option(
+    "--fov-crop/--no-fov-crop",
+    default=True,
+    show_default=True,
+    help="Image folders: crop each photo to its fundus disc and pad to a square (saved in the processor).",
+)
+@click.option(
+    "--clahe", is_flag=True, default=False, help="Image folders: CLAHE on the lightness channel (saved too)."
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @config_option(FinetuneCLIConfig)
 def finetune_command(**kwargs: Any) -> None:
-    """Linear probe / full / expanded-block fine-tuning (or few-shot folds); metrics JSON + split file in OUT."""
+    """Linear probe / full / expanded-block fine-tuning (or few-shot folds), keeping the best validation
+    epoch; metrics JSON (every validation row, the selected epoch, the class order) + split file in OUT,
+    and the classifier with its class names and training preprocessing in OUT/model."""
     from hubtools.models.be_dinov2 import load_base
-    from hubtools.models.be_dinov2.artifact import save_backbone
-    from hubtools.models.be_dinov2.downstream import FinetuneConfig, few_shot, finetune, stratified_split
+    from hubtools.models.be_dinov2.artifact import save_classifier
+    from hubtools.models.be_dinov2.downstream import (
+        FinetuneConfig,
+        class_folder_images,
+        few_shot,
+        finetune,
+        stratified_split,
+    )
+    from hubtools.models.be_dinov2.processing_fundus import FundusImageProcessor
     from hubtools.pretrain.data import labelled_images
 
     o = FinetuneCLIConfig(**kwargs)
     if o.model is None or o.data is None or o.out is None:
         raise click.UsageError("--model, --data and --out are required (as flags or in --config)")
+    classes = o.classes.replace(",", " ").split() if isinstance(o.classes, str) else o.classes
+    path = Path(o.data)
+    is_folder = path.is_dir() and not any(
+        (path / f).exists() for f in ("dataset_info.json", "dataset_dict.json")
+    )
+    if classes and not is_folder:
+        raise click.UsageError("--classes orders the subfolders of an image folder; --data is not one")
     try:
         backbone = load_base(o.model)
-        data = labelled_images(o.data, o.image_size, max_samples=o.max_samples, seed=o.seed)
+        if is_folder:
+            processor = FundusImageProcessor(size=o.image_size, crop_fov=o.fov_crop, clahe=o.clahe)
+            data, order = class_folder_images(
+                path, processor, classes, max_samples=o.max_samples, seed=o.seed
+            )
+        else:
+            # Arrays and datasets columns are resized and normalised by the data loader: no crop, no CLAHE.
+            processor = FundusImageProcessor(size=o.image_size, crop_fov=False, clahe=False)
+            data = labelled_images(o.data, o.image_size, max_samples=o.max_samples, seed=o.seed)
+            order = "dataset"
         split = stratified_split(data.labels.numpy())
         o.out.mkdir(parents=True, exist_ok=True)
         (o.out / "split.json").write_text(json.dumps(split) + "\n")
@@ -318,26 +383,38 @@ def finetune_command(**kwargs: Any) -> None:
             ordinal_weight=o.ordinal_weight,
             seed=o.seed,
             drop_last=False,
+            eval_every_epochs=o.eval_every,
+            select=o.select,
+            referable_threshold=o.referable_threshold,
         )
         train_set, val_set, test_set = (data.subset(split[k]) for k in ("train", "val", "test"))
+        report: dict[str, Any] = {"class_names": data.class_names, "class_order": order}
         if o.few_shot:
-            report: dict[str, Any] = {
-                "few_shot": few_shot(backbone, train_set, val_set, test_set, config, o.few_shot, o.folds)
-            }
+            report["few_shot"] = few_shot(backbone, train_set, val_set, test_set, config, o.few_shot, o.folds)
         else:
             result = finetune(backbone, train_set, val_set, config, test_set=test_set)
-            report = {"val": result.val_metrics, "test": result.test_metrics}
-            save_backbone(
+            report.update(
+                selection=result.selection,
+                val_history=result.val_history,
+                val=result.val_metrics,
+                test=result.test_metrics,
+            )
+            values = {
+                k: result.test_metrics[k]
+                for k in ("accuracy", "auroc_macro", "kappa_quadratic", "f1_macro", "mcc")
+            }
+            if "referable" in result.test_metrics:
+                values["referable_auroc"] = result.test_metrics["referable"]["auroc"]
+            save_classifier(
                 result.model,
                 o.out / "model",
+                data.class_names,
+                processor,
                 base_model=None if Path(o.model).exists() else o.model,
                 metrics={
                     "task_type": "image-classification",
                     "dataset": {"type": o.data, "split": "test"},
-                    "values": {
-                        k: result.test_metrics[k]
-                        for k in ("accuracy", "auroc_macro", "kappa_quadratic", "f1_macro", "mcc")
-                    },
+                    "values": values,
                 },
             )
     except (HubtoolsError, OSError, ValueError) as err:

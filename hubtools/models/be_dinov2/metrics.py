@@ -154,16 +154,35 @@ def classification_metrics(
     if referable_dr:
         if n_classes != 5:
             raise ValueError("referable DR needs the 5 DR grades")
-        y_ref = (y_true >= 2).astype(np.int64)
-        score = probs[:, 2:].sum(1)
-        pred = (score >= 0.5).astype(np.int64)
-        out["referable"] = {
-            "accuracy": float((pred == y_ref).mean()),
-            "auroc": binary_auroc(y_ref, score) if 0 < y_ref.sum() < len(y_ref) else float("nan"),
-            "aupr": average_precision(y_ref, score),
-            "f1": _binary_f1(y_ref, pred),
-        }
+        out["referable"] = referable_metrics(y_true, probs, threshold=2)
     return out
+
+
+def referable_metrics(y_true: Sequence[int], probs: np.ndarray, threshold: int = 2) -> dict[str, float]:
+    """Grades ``>= threshold`` vs the rest, scored by the summed probability of those grades (referable DR:
+    threshold 2 on the 5 DR grades, score p2 + p3 + p4); predicted positive when the score is >= 0.5."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if not 0 < threshold < probs.shape[1]:
+        raise ValueError(f"referable threshold {threshold} must split the {probs.shape[1]} classes in two")
+    y_ref = (y_true >= threshold).astype(np.int64)
+    score = probs[:, threshold:].sum(1)
+    pred = (score >= 0.5).astype(np.int64)
+    return {
+        "accuracy": float((pred == y_ref).mean()),
+        "auroc": binary_auroc(y_ref, score) if 0 < y_ref.sum() < len(y_ref) else float("nan"),
+        "aupr": average_precision(y_ref, score),
+        "f1": _binary_f1(y_ref, pred),
+    }
+
+
+def balanced_accuracy(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> float:
+    """Mean per-class recall over the classes present in ``y_true`` (as scikit-learn): accuracy that a
+    majority-class predictor cannot inflate on imbalanced grades."""
+    cm = confusion(np.asarray(y_true), np.asarray(y_pred), n_classes).astype(np.float64)
+    support = cm.sum(1)
+    present = support > 0
+    return float((np.diag(cm)[present] / support[present]).mean()) if present.any() else 0.0
 
 
 def _binary_f1(y: np.ndarray, pred: np.ndarray) -> float:
