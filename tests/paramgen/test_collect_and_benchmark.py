@@ -120,3 +120,45 @@ def test_benchmark_smoke(tmp_path):
     titles = [t.title for t in result.tables]
     assert any(t.startswith("Normalisation on digits") for t in titles)
     assert (tmp_path / "again" / "paramgen_digits_anchor_seed0.png").stat().st_size > 1000
+
+
+def test_committed_result_has_a_non_saturated_case_and_every_control():
+    """The committed table answers the questions it claims to: controls per seed, a case noise cannot pass."""
+    from hubtools.bench import Result
+
+    spec = importlib.util.spec_from_file_location("paramgen_benchmark", ROOT / "benchmarks" / "paramgen.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = Result.model_validate(json.loads((ROOT / "benchmarks/results/paramgen.json").read_text()))
+    assert not result.smoke and len(result.seeds) >= 3
+    arms = {(r.arm, r.seed) for r in result.runs}
+    cases = result.config["cases"]
+    pdiff = [c for c in cases if c in bench.PDIFF_CASES]
+    assert "effnet" in pdiff and {"cond", "cond_many"} <= set(cases)
+    for case in pdiff:
+        for group in bench.PDIFF_ARMS:
+            assert all((f"{case}/{group}", s) in arms for s in result.seeds), (case, group)
+    checks = result.details["checks"]
+    # noise >= 10 pt below the originals on every seed, recomputed from the runs
+    runs = {(r.arm, r.seed): r for r in result.runs}
+    gaps = {
+        c: min(
+            runs[(f"{c}/original", s)].metrics["median"] - runs[(f"{c}/gaussian", s)].metrics["median"]
+            for s in result.seeds
+        )
+        for c in pdiff
+    }
+    assert any(g >= bench.NOISE_GAP_PT for g in gaps.values())
+    assert {c: checks[c]["noise_gap_ok"] for c in pdiff} == {
+        c: g >= bench.NOISE_GAP_PT for c, g in gaps.items()
+    }
+    for case in ("cond", "cond_many"):
+        held = {
+            r.arm.split("/")[1]
+            for r in result.runs
+            if r.arm.startswith(f"{case}/") and r.arm.endswith("/info") and r.metrics["held_out"]
+        }
+        assert held, case
+        for task in held:
+            for group in ("generated", "transfer", "target_head", "base", "pooled_mean"):
+                assert all((f"{case}/{task}/{group}", s) in arms for s in result.seeds), (case, task, group)
