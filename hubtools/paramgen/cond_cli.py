@@ -17,7 +17,7 @@ import click
 
 from hubtools.config import StrictModel, config_option
 from hubtools.errors import ConfigError, HubtoolsError
-from hubtools.paramgen.cli import PRESETS, GenerateOptions, _fail, _need_out, paramgen_group
+from hubtools.paramgen.cli import PRESETS, GenerateOptions, TrainOptions, _fail, _need_out, paramgen_group
 
 COND_PRESETS = {
     **PRESETS,
@@ -48,13 +48,9 @@ class CondCollectOptions(StrictModel):
     max_length: int = 64
 
 
-class CondTrainOptions(StrictModel):
-    out: Path | None = None
+class CondTrainOptions(TrainOptions):
     preset: str = "lora"
     ae_steps: int = 500
-    ddpm_steps: int = 2000
-    normalization: str = "global"
-    seed: int = 0
 
 
 class CondGenerateOptions(GenerateOptions):
